@@ -1,0 +1,1 @@
+"""ID-based CTR baselines on TorchRec."""

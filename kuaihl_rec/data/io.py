@@ -1,0 +1,186 @@
+"""Reading and writing segment tables (Parquet + a JSON manifest), atomically.
+
+Layout written by :func:`write_segment_table`::
+
+    DIR/dataset.json                   {"format", "version", "feature_sizes", "files", "n_rows", ...}
+    DIR/segments/part-00000.parquet    rows sorted by (live_id, segment); a room never spans two files
+
+Every file is written to a temporary name in the same directory and renamed into place
+(``os.replace``), so a crash leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from kuaihl_rec.data.schema import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    SEGMENTS_DIR,
+    FeatureSizes,
+)
+
+PathLike = Union[str, os.PathLike]
+
+
+class DataError(ValueError):
+    """Data that cannot be used; the message names the file, row and field."""
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: PathLike, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
+
+
+def atomic_write_parquet(path: PathLike, table: pa.Table, **kwargs: Any) -> None:
+    """``pq.write_table`` to a temporary file in the target directory, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp, **kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _json_default(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+
+
+def write_segment_table(
+    table: pa.Table,
+    out_dir: PathLike,
+    sizes: FeatureSizes,
+    rows_per_file: int = 250_000,
+    extra: Optional[Dict[str, Any]] = None,
+) -> Path:
+    """Write ``table`` (sorted by live_id, segment) as ``out_dir/segments/part-*.parquet``.
+
+    Files are cut at room boundaries, so a room is never split across files. The manifest
+    is written last: a reader that finds ``dataset.json`` finds every file it lists.
+    Deterministic: the same table gives byte-identical files.
+    """
+    out_dir = Path(out_dir)
+    seg_dir = out_dir / SEGMENTS_DIR
+    seg_dir.mkdir(parents=True, exist_ok=True)
+    live = table.column("live_id").to_numpy()
+    n = len(live)
+    # Start index of every room, then cut files at the first room start after each multiple of rows_per_file.
+    room_starts = np.flatnonzero(np.r_[True, live[1:] != live[:-1]]) if n else np.zeros(0, dtype=np.int64)
+    cuts: List[int] = [0]
+    while n and cuts[-1] < n:
+        target = cuts[-1] + rows_per_file
+        if target >= n:
+            cuts.append(n)
+            break
+        nxt = room_starts[np.searchsorted(room_starts, target)] if target <= room_starts[-1] else n
+        cuts.append(int(nxt))
+    files = []
+    for i, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:])):
+        name = f"part-{i:05d}.parquet"
+        atomic_write_parquet(seg_dir / name, table.slice(lo, hi - lo), compression="zstd", row_group_size=65_536)
+        files.append(f"{SEGMENTS_DIR}/{name}")
+    # Remove parts of an earlier, larger write so the directory holds exactly what the manifest lists.
+    for stale in seg_dir.glob("part-*.parquet"):
+        if f"{SEGMENTS_DIR}/{stale.name}" not in files:
+            stale.unlink()
+    manifest = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "feature_sizes": dataclasses.asdict(sizes),
+        "files": files,
+        "n_rows": int(n),
+        "n_rooms": int(len(room_starts)),
+        **(extra or {}),
+    }
+    atomic_write_json(out_dir / MANIFEST_NAME, manifest)
+    return out_dir
+
+
+def segment_files(path: PathLike) -> List[Path]:
+    """The Parquet files of a segment table (a directory with a manifest, a directory, or one file)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory (expected a segment table directory or a .parquet file)")
+    if path.is_file():
+        return [path]
+    manifest = read_manifest(path)
+    if manifest is not None:
+        files = [path / f for f in manifest["files"]]
+        missing = [str(f) for f in files if not f.exists()]
+        if missing:
+            raise DataError(f"{path / MANIFEST_NAME}: lists files that do not exist: {', '.join(missing[:5])}")
+        return files
+    files = sorted(path.rglob("*.parquet"))
+    if not files:
+        raise DataError(f"{path}: no {MANIFEST_NAME} and no .parquet files inside")
+    return files
+
+
+def read_manifest(path: PathLike) -> Optional[Dict[str, Any]]:
+    """The manifest of a segment-table directory, or None when it has none."""
+    mpath = Path(path) / MANIFEST_NAME
+    if not mpath.exists():
+        return None
+    try:
+        manifest = json.loads(mpath.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{mpath}: not valid JSON ({exc})") from exc
+    if manifest.get("format") != FORMAT_NAME:
+        raise DataError(f"{mpath}: field 'format' is {manifest.get('format')!r}, expected {FORMAT_NAME!r}")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise DataError(f"{mpath}: field 'version' is {manifest.get('version')!r}, expected {FORMAT_VERSION}")
+    for key in ("feature_sizes", "files"):
+        if key not in manifest:
+            raise DataError(f"{mpath}: missing field {key!r}")
+    return manifest
+
+
+def manifest_sizes(path: PathLike) -> Optional[FeatureSizes]:
+    manifest = read_manifest(path) if Path(path).is_dir() else None
+    if manifest is None:
+        return None
+    try:
+        return FeatureSizes(**manifest["feature_sizes"])
+    except TypeError as exc:
+        raise DataError(f"{Path(path) / MANIFEST_NAME}: field 'feature_sizes' is malformed ({exc})") from exc

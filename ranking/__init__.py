@@ -1,0 +1,1 @@
+"""Blended ranking and the offline A/B simulator."""
