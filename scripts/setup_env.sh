@@ -40,7 +40,7 @@ if [ ! -d "$venv" ]; then
   "$py" -m venv "$venv"
   touch "$marker"
 fi
-pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q)
+pip=("$venv/bin/python" -m pip install --disable-pip-version-check -qq)
 
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   fbgemm="fbgemm-gpu==1.9.0"
@@ -58,8 +58,13 @@ echo "setup: installing torch 2.14.1, torchvision 0.29.1, $fbgemm (a few minutes
 echo "setup: installing the project (editable) with its test extras"
 "${pip[@]}" -e "$repo[dev]"
 # If any resolver step pulled the CUDA fbgemm-gpu beside the CPU one, remove it (it cannot load here).
-if [ "$fbgemm" = "fbgemm-gpu-cpu==1.9.0" ] && "$venv/bin/python" -m pip show fbgemm-gpu >/dev/null 2>&1; then
-  "$venv/bin/python" -m pip uninstall -y -q fbgemm-gpu
+# Both wheels install into the same fbgemm_gpu/ package directory, so removing one deletes
+# the other's files: reinstall the CPU wheel afterwards.
+if [ "$fbgemm" = "fbgemm-gpu-cpu==1.9.0" ] && "$venv/bin/python" -m pip list 2>/dev/null | grep -qE '^fbgemm[-_]gpu +'; then
+  "$venv/bin/python" -m pip uninstall -y -qq fbgemm-gpu
+fi
+if ! "$venv/bin/python" -c "import fbgemm_gpu" >/dev/null 2>&1; then
+  "${pip[@]}" --force-reinstall --no-deps "$fbgemm"
 fi
 
 "$venv/bin/python" - <<'PY'
