@@ -106,9 +106,12 @@ def pointwise_loss(logits: Tensor, labels: Tensor, label_mask: Optional[Tensor] 
     """
     if logits.shape != labels.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} differ")
-    mask = _as_bool_mask(label_mask, logits, "label_mask") if logits.dim() >= 2 else (
-        torch.ones_like(logits, dtype=torch.bool) if label_mask is None else label_mask.bool()
-    )
+    if label_mask is None:
+        mask = torch.ones_like(logits, dtype=torch.bool)
+    elif label_mask.shape != logits.shape:
+        raise ValueError(f"label_mask {tuple(label_mask.shape)} and logits {tuple(logits.shape)} differ")
+    else:
+        mask = label_mask.to(device=logits.device, dtype=torch.bool)
     if not bool(mask.any()):
         return _zero_like(logits)
     # Unlabelled positions may hold anything (NaN included): replace before the BCE.
@@ -226,6 +229,116 @@ def _lengths_pair(
     return lx, ly
 
 
+def _shift_down(x: Tensor, fill: float) -> Tensor:
+    """``out[..., i] = x[..., i-1]``, ``out[..., 0] = fill`` (predecessor row ``i - 1``)."""
+    return F.pad(x[..., :-1], (1, 0), value=fill)
+
+
+def _shift_up(x: Tensor) -> Tensor:
+    """``out[..., i] = x[..., i+1]``, last entry 0 (successor row ``i + 1``)."""
+    return F.pad(x[..., 1:], (0, 1), value=0.0)
+
+
+class _WavefrontDTW(torch.autograd.Function):
+    """DTW / soft-DTW on skewed costs with an explicit reverse-wavefront backward.
+
+    Forward stores, per cell, the weight each of the three predecessors receives (one-hot
+    argmin for hard DTW, the soft-min's softmax weights for soft-DTW). Backward propagates
+    ``E_ij = dC_end / dC_ij`` from the end cell back along the anti-diagonals
+    (``E_ij = sum_succ E_succ * w_succ(ij)``), and ``dC_end / dD_ij = E_ij`` (Cuturi & Blondel
+    2017, Algorithm 2; for hard DTW this is the indicator of the argmin path). Not twice
+    differentiable.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        cost: Tensor,
+        gamma: Optional[float],
+        lx: Tensor,
+        ly: Tensor,
+    ) -> Tensor:
+        B, n, m = cost.shape
+        device, dtype = cost.device, cost.dtype
+        n_diag = n + m - 1
+        rows = torch.arange(n, device=device)
+        cols = torch.arange(n_diag, device=device)[:, None] - rows[None, :]  # [K, n]: j = k - i
+        in_band = (cols >= 0) & (cols < m)
+        idx = cols.clamp(0, m - 1).t()[None].expand(B, n, n_diag)
+        skew = cost.gather(2, idx).transpose(1, 2)  # [B, K, n]: skew[b, k, i] = cost[b, i, k-i]
+        big = torch.full((), _DTW_BIG, dtype=dtype, device=device)
+        need_grad = ctx.needs_input_grad[0]
+
+        diags = [torch.where(rows[None, :] == 0, skew[:, 0], big)]
+        weights: list = [None]
+        prev2 = big.expand(B, n)
+        prev = diags[0]
+        for k in range(1, n_diag):
+            # predecessors of (i, k-i): C[i-1, j-1] (diag k-2), C[i-1, j], C[i, j-1] (diag k-1)
+            stacked = torch.stack((_shift_down(prev2, _DTW_BIG), _shift_down(prev, _DTW_BIG), prev), 1)
+            if gamma is None:
+                best, arg = stacked.min(dim=1)
+                if need_grad:
+                    weights.append(arg.to(torch.uint8))
+            else:
+                scaled = stacked / (-gamma)
+                lse = torch.logsumexp(scaled, dim=1)
+                best = -gamma * lse
+                if need_grad:
+                    weights.append(torch.exp(scaled - lse[:, None]))
+            cur = torch.where(in_band[k][None, :], skew[:, k] + best, big)
+            diags.append(cur)
+            prev2, prev = prev, cur
+
+        all_diags = torch.stack(diags, dim=1)  # [B, K, n]
+        batch = torch.arange(B, device=device)
+        end_k = lx + ly - 2
+        out = all_diags[batch, end_k, lx - 1]
+        if need_grad:
+            ctx.gamma = gamma
+            ctx.shape = (B, n, m)
+            ctx.weights = weights
+            ctx.save_for_backward(idx, in_band, end_k, lx)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        idx, in_band, end_k, lx = ctx.saved_tensors
+        B, n, m = ctx.shape
+        weights = ctx.weights
+        n_diag = n + m - 1
+        device, dtype = grad_out.device, grad_out.dtype
+        seed = torch.zeros((B, n_diag, n), dtype=dtype, device=device)
+        seed[torch.arange(B, device=device), end_k, lx - 1] = grad_out
+        band = in_band.to(dtype)
+
+        def split(k: int, e: Tensor) -> Tensor:  # [B, 3, n]: E_k times each predecessor weight
+            w = weights[k]
+            if ctx.gamma is None:
+                onehot = w[:, None, :] == torch.arange(3, device=device, dtype=w.dtype)[None, :, None]
+                return torch.where(onehot, e[:, None, :], torch.zeros((), dtype=dtype, device=device))
+            return e[:, None, :] * w
+
+        acc = seed  # acc[:, k] collects dC_end / dC on diag k from the successors
+        grads = []
+        for k in range(n_diag - 1, -1, -1):
+            e = acc[:, k] * band[k]
+            grads.append(e)
+            if k == 0:
+                break
+            parts = split(k, e)
+            # Cell (i, k-i) passes parts[:, 1] to (i-1, j) and parts[:, 2] to (i, j-1) on diag
+            # k-1 (rows i-1 and i), and parts[:, 0] to (i-1, j-1) on diag k-2 (row i-1).
+            acc[:, k - 1] += _shift_up(parts[:, 1]) + parts[:, 2]
+            if k >= 2:
+                acc[:, k - 2] += _shift_up(parts[:, 0])
+        grad_skew = torch.stack(grads[::-1], dim=2)  # [B, n, K] (rows, diagonals)
+        grad_cost = torch.zeros((B, n, m), dtype=dtype, device=device)
+        grad_cost.scatter_add_(2, idx, grad_skew)  # out-of-band entries are 0
+        return grad_cost, None, None, None
+
+
 def dtw_from_cost(
     cost: Tensor,
     gamma: Optional[float] = None,
@@ -237,10 +350,12 @@ def dtw_from_cost(
     ``C_00 = D_00``, distance ``C_{n,m}`` (1-based; here ``C[n-1, m-1]``). With ``gamma`` the min
     is the soft-min ``-gamma * logsumexp(-x / gamma)`` (soft-DTW, Cuturi & Blondel 2017; the
     official code's choice, gamma = 0.1). Hard min (``gamma=None``, the papers) back-propagates a
-    subgradient: the indicator of the argmin path (ties go to one predecessor).
+    subgradient: the indicator of the argmin path (ties go to the first of diagonal, up, left).
 
     The loop runs over the ``n + m - 1`` anti-diagonals; each step is a handful of vector ops on
-    ``[B, n]``, never a Python loop per cell.
+    ``[B, n]``, never a Python loop per cell. The backward is an explicit reverse wavefront
+    (:class:`_WavefrontDTW`), about twice as fast as autograd through the loop; it supports first
+    derivatives only.
 
     Args:
         cost: ``[B, n, m]`` cost matrix (any cost: cosine distance, squared difference, ...).
@@ -256,56 +371,25 @@ def dtw_from_cost(
         raise ValueError(f"cost must be [B, n, m], got {tuple(cost.shape)}")
     if gamma is not None and not gamma > 0:
         raise ValueError(f"gamma must be None or > 0, got {gamma}")
+    if not cost.is_floating_point():
+        raise ValueError(f"cost must be a floating-point tensor, got {cost.dtype}")
     if cost.dtype in (torch.float16, torch.bfloat16):
         cost = cost.float()
     B, n, m = cost.shape
     device = cost.device
     lx, ly = _lengths_pair(lengths, B, n, m, device)
-    if lx is not None:
+    if lx is None:
+        lx = torch.full((B,), n, dtype=torch.long, device=device)
+        ly = torch.full((B,), m, dtype=torch.long, device=device)
+    else:
         cell_ok = (torch.arange(n, device=device)[None, :, None] < lx[:, None, None]) & (
             torch.arange(m, device=device)[None, None, :] < ly[:, None, None]
         )
-        # Padded cells never reach C[lx-1, ly-1]; zero them so NaN/inf there cannot leak.
+        # Padded cells never reach C[lx-1, ly-1]; zero them so NaN / inf there cannot leak.
         cost = torch.where(cell_ok, cost, torch.zeros((), dtype=cost.dtype, device=device))
-    if B == 0:
-        return cost.new_zeros(0)
-
-    n_diag = n + m - 1
-    rows = torch.arange(n, device=device)
-    cols = torch.arange(n_diag, device=device)[:, None] - rows[None, :]  # [K, n]: j = k - i
-    in_band = (cols >= 0) & (cols < m)
-    # skew[b, k, i] = cost[b, i, k - i]  (garbage outside the band, masked below)
-    idx = cols.clamp(0, m - 1).t()[None].expand(B, n, n_diag)
-    skew = cost.gather(2, idx).transpose(1, 2)  # [B, K, n]
-
-    big = torch.full((), _DTW_BIG, dtype=cost.dtype, device=device)
-
-    def shift(x: Tensor) -> Tensor:  # out[:, i] = x[:, i-1], out[:, 0] = BIG
-        return F.pad(x[:, :-1], (1, 0), value=_DTW_BIG)
-
-    diags = []
-    first = torch.where(rows[None, :] == 0, skew[:, 0], big)
-    diags.append(first)
-    prev2: Optional[Tensor] = None
-    prev = first
-    for k in range(1, n_diag):
-        up_left = shift(prev2) if prev2 is not None else big.expand(B, n)  # C[i-1, j-1]
-        up = shift(prev)  # C[i-1, j]
-        left = prev  # C[i, j-1]
-        stacked = torch.stack((up_left, up, left), dim=0)
-        if gamma is None:
-            best = stacked.min(dim=0).values
-        else:
-            best = -gamma * torch.logsumexp(stacked / (-gamma), dim=0)
-        cur = torch.where(in_band[k][None, :], skew[:, k] + best, big)
-        diags.append(cur)
-        prev2, prev = prev, cur
-
-    all_diags = torch.stack(diags, dim=1)  # [B, K, n]
-    if lx is None:
-        return all_diags[:, n_diag - 1, n - 1]
-    batch = torch.arange(B, device=device)
-    return all_diags[batch, lx + ly - 2, lx - 1]
+    if B == 0 or n == 0 or m == 0:
+        return cost.new_zeros(B)
+    return _WavefrontDTW.apply(cost, None if gamma is None else float(gamma), lx, ly)
 
 
 # --------------------------------------------------------------------------------------------

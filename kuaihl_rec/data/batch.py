@@ -1,0 +1,149 @@
+"""``LiveBatch``: the one batch type every model reads (content model and ID baselines).
+
+A batch holds ``b`` windows of ``n`` consecutive segments of one room each. Labels are
+left-shifted (MODEL_SPEC section 1): position ``i`` carries the *content* of segment
+``s + i`` and the *label* of segment ``s + i + 1``, so every position predicts the next
+segment from the past only.
+
+Fields (shapes; ``b`` windows, ``n`` positions, ``k_v`` visual tokens, ``C`` counters)::
+
+    sparse_features  KeyedJaggedTensor, keys SPARSE_KEYS = ("streamer_id", "live_id"),
+                     one id per window each (vocabulary rows; row 0 = unknown / cold start)
+    visual           float32 [b, n, k_v, d_v]   visual features of the content segments
+    text             float32 [b, n, d_t]        text features of the content segments
+    counters         float32 [b, n, C]          raw counters of the content segments
+                                                 (COUNTER_COLUMNS order; zeros when the data has none)
+    labels           float32 [b, n]             label (LVTR or CTR) of the *next* segment
+    label_mask       bool    [b, n]             the position has a target that passes the viewer filter
+    score_mask       bool    [b, n]             this (window, position) is the evaluation unit of its
+                                                 target (each target is scored once; see windows.py)
+    valid            bool    [b, n]             the position holds a real segment (False = right padding)
+    segment          int64   [b, n]             content segment index (-1 on padding)
+    timestamp        int64   [b, n]             content timestamps (unix s; -1 on padding)
+    streamer_raw     int64   [b]                raw streamer ids (for predictions files)
+    live_raw         int64   [b]                raw live ids
+
+Right padding (short rooms) is harmless under the causal mask: padding sits *after* every real
+position, so no real position attends to it.
+
+``LiveBatch`` implements TorchRec's ``Pipelineable`` (``to``, ``record_stream``, ``pin_memory``)
+so ``TrainPipelineSparseDist`` can move it between streams.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import List
+
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+from torchrec.streamable import Pipelineable
+
+SPARSE_KEYS = ("streamer_id", "live_id")
+
+
+@dataclasses.dataclass
+class LiveBatch(Pipelineable):
+    sparse_features: KeyedJaggedTensor
+    visual: torch.Tensor
+    text: torch.Tensor
+    counters: torch.Tensor
+    labels: torch.Tensor
+    label_mask: torch.Tensor
+    score_mask: torch.Tensor
+    valid: torch.Tensor
+    segment: torch.Tensor
+    timestamp: torch.Tensor
+    streamer_raw: torch.Tensor
+    live_raw: torch.Tensor
+
+    _TENSOR_FIELDS = (
+        "visual",
+        "text",
+        "counters",
+        "labels",
+        "label_mask",
+        "score_mask",
+        "valid",
+        "segment",
+        "timestamp",
+        "streamer_raw",
+        "live_raw",
+    )
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def window(self) -> int:
+        return int(self.labels.shape[1])
+
+    def streamer_ids(self) -> torch.Tensor:
+        """Vocabulary row of each window's streamer, ``int64 [b]`` (one id per window)."""
+        return self.sparse_features["streamer_id"].values()
+
+    def _tensors(self) -> List[torch.Tensor]:
+        return [getattr(self, name) for name in self._TENSOR_FIELDS]
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> "LiveBatch":
+        moved = {name: getattr(self, name).to(device=device, non_blocking=non_blocking) for name in self._TENSOR_FIELDS}
+        return LiveBatch(sparse_features=self.sparse_features.to(device=device, non_blocking=non_blocking), **moved)
+
+    def record_stream(self, stream: torch.Stream) -> None:
+        self.sparse_features.record_stream(stream)
+        for t in self._tensors():
+            t.record_stream(stream)
+
+    def pin_memory(self) -> "LiveBatch":
+        pinned = {name: getattr(self, name).pin_memory() for name in self._TENSOR_FIELDS}
+        return LiveBatch(sparse_features=self.sparse_features.pin_memory(), **pinned)
+
+    def select(self, index: torch.Tensor) -> "LiveBatch":
+        """The sub-batch of the windows in ``index`` (int64 [b'])."""
+        index = index.to(torch.long)
+        ids = {key: self.sparse_features[key].values()[index] for key in self.sparse_features.keys()}
+        return LiveBatch(
+            sparse_features=make_id_features(ids),
+            **{name: getattr(self, name)[index] for name in self._TENSOR_FIELDS},
+        )
+
+
+def make_id_features(ids: "dict[str, torch.Tensor]") -> KeyedJaggedTensor:
+    """A KJT with one id per window for each key (``ids[key]``: int64 [b])."""
+    keys = list(ids)
+    b = int(next(iter(ids.values())).shape[0]) if ids else 0
+    values = torch.cat([ids[k].to(torch.long) for k in keys]) if keys else torch.zeros(0, dtype=torch.long)
+    lengths = torch.ones(len(keys) * b, dtype=torch.int32)
+    return KeyedJaggedTensor.from_lengths_sync(keys=keys, values=values, lengths=lengths)
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchSpec:
+    """What a model needs to know about the batches it will read (sizes of features and id tables).
+
+    ``num_streamers`` / ``num_lives`` are embedding-table row counts (vocabulary size + 1 for the
+    unknown row 0); ``n_counters`` is ``counters.shape[-1]``.
+    """
+
+    visual_tokens: int
+    visual_dim: int
+    text_dim: int
+    num_streamers: int
+    num_lives: int
+    n_counters: int
+    window: int
+
+    @classmethod
+    def of(cls, split: "object") -> "BatchSpec":
+        """The spec of a :class:`~kuaihl_rec.data.windows.WindowedSplit`."""
+        sizes = split.arr.sizes
+        return cls(
+            visual_tokens=sizes.visual_tokens,
+            visual_dim=sizes.visual_dim,
+            text_dim=sizes.text_dim,
+            num_streamers=split.streamer_vocab.num_rows,
+            num_lives=split.live_vocab.num_rows,
+            n_counters=split.arr.counters.shape[1],
+            window=split.cfg.window,
+        )
