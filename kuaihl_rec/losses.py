@@ -229,26 +229,34 @@ def _lengths_pair(
     return lx, ly
 
 
-def _shift_down(x: Tensor, fill: float) -> Tensor:
-    """``out[..., i] = x[..., i-1]``, ``out[..., 0] = fill`` (predecessor row ``i - 1``)."""
-    return F.pad(x[..., :-1], (1, 0), value=fill)
-
-
-def _shift_up(x: Tensor) -> Tensor:
-    """``out[..., i] = x[..., i+1]``, last entry 0 (successor row ``i + 1``)."""
-    return F.pad(x[..., 1:], (0, 1), value=0.0)
-
-
 class _WavefrontDTW(torch.autograd.Function):
-    """DTW / soft-DTW on skewed costs with an explicit reverse-wavefront backward.
+    """DTW / soft-DTW over anti-diagonals with an explicit reverse-wavefront backward.
 
-    Forward stores, per cell, the weight each of the three predecessors receives (one-hot
-    argmin for hard DTW, the soft-min's softmax weights for soft-DTW). Backward propagates
-    ``E_ij = dC_end / dC_ij`` from the end cell back along the anti-diagonals
-    (``E_ij = sum_succ E_succ * w_succ(ij)``), and ``dC_end / dD_ij = E_ij`` (Cuturi & Blondel
-    2017, Algorithm 2; for hard DTW this is the indicator of the argmin path). Not twice
-    differentiable.
+    Storage: ``C[b, k, 1 + i]`` holds the cumulative cost of cell ``(i, k - i)``; column 0 is a
+    constant ``BIG`` so the predecessor row ``i - 1`` is the view ``C[:, k, :-1]`` (no copies).
+    Out-of-band cells (``k - i`` outside ``[0, m)``) carry ``BIG`` in their cost and so never win
+    a min next to a real cell.
+
+    Backward propagates ``E_ij = dC_end / dC_ij`` from the end cell back along the anti-diagonals,
+    ``E_ij = sum_succ E_succ * w_succ(ij)``, with ``w`` the weight a cell's min gives each of its
+    three predecessors (one-hot argmin for hard DTW, ties to the first of diagonal / up / left;
+    the soft-min's softmax for soft-DTW; recomputed from ``C``), and ``dC_end / dD_ij = E_ij``
+    (Cuturi & Blondel 2017, Algorithm 2; for hard DTW, the indicator of the argmin path).
+    First derivatives only.
     """
+
+    @staticmethod
+    def _predecessors(C: Tensor, k: int) -> Tuple[Tensor, Tensor, Tensor]:
+        # C[i-1, j-1] on diag k-2 (row i-1), C[i-1, j] on diag k-1 (row i-1), C[i, j-1] (row i)
+        return C[:, k - 2, :-1], C[:, k - 1, :-1], C[:, k - 1, 1:]
+
+    @staticmethod
+    def _soft_weights(ul: Tensor, up: Tensor, left: Tensor, inv_gamma: float) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        mn = torch.minimum(torch.minimum(ul, up), left)
+        e0 = torch.exp((mn - ul) * inv_gamma)
+        e1 = torch.exp((mn - up) * inv_gamma)
+        e2 = torch.exp((mn - left) * inv_gamma)
+        return mn, e0, e1, e2
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -266,73 +274,66 @@ class _WavefrontDTW(torch.autograd.Function):
         in_band = (cols >= 0) & (cols < m)
         idx = cols.clamp(0, m - 1).t()[None].expand(B, n, n_diag)
         skew = cost.gather(2, idx).transpose(1, 2)  # [B, K, n]: skew[b, k, i] = cost[b, i, k-i]
-        big = torch.full((), _DTW_BIG, dtype=dtype, device=device)
-        need_grad = ctx.needs_input_grad[0]
+        skew = torch.where(in_band[None], skew, torch.full((), _DTW_BIG, dtype=dtype, device=device))
+        skew = skew.contiguous()
 
-        diags = [torch.where(rows[None, :] == 0, skew[:, 0], big)]
-        weights: list = [None]
-        prev2 = big.expand(B, n)
-        prev = diags[0]
+        # An extra diagonal in front (k = -1, all BIG) makes C[:, k - 2] valid for k = 1.
+        C = torch.full((B, n_diag + 1, n + 1), _DTW_BIG, dtype=dtype, device=device)
+        C[:, 1, 1:] = skew[:, 0]  # cell (0, 0): C = D (its predecessor C[-1, -1] = 0)
         for k in range(1, n_diag):
-            # predecessors of (i, k-i): C[i-1, j-1] (diag k-2), C[i-1, j], C[i, j-1] (diag k-1)
-            stacked = torch.stack((_shift_down(prev2, _DTW_BIG), _shift_down(prev, _DTW_BIG), prev), 1)
+            ul, up, left = _WavefrontDTW._predecessors(C, k + 1)
             if gamma is None:
-                best, arg = stacked.min(dim=1)
-                if need_grad:
-                    weights.append(arg.to(torch.uint8))
+                best = torch.minimum(torch.minimum(ul, up), left)
             else:
-                scaled = stacked / (-gamma)
-                lse = torch.logsumexp(scaled, dim=1)
-                best = -gamma * lse
-                if need_grad:
-                    weights.append(torch.exp(scaled - lse[:, None]))
-            cur = torch.where(in_band[k][None, :], skew[:, k] + best, big)
-            diags.append(cur)
-            prev2, prev = prev, cur
+                mn, e0, e1, e2 = _WavefrontDTW._soft_weights(ul, up, left, 1.0 / gamma)
+                best = mn - gamma * torch.log(e0 + e1 + e2)
+            torch.add(skew[:, k], best, out=C[:, k + 1, 1:])
 
-        all_diags = torch.stack(diags, dim=1)  # [B, K, n]
         batch = torch.arange(B, device=device)
         end_k = lx + ly - 2
-        out = all_diags[batch, end_k, lx - 1]
-        if need_grad:
+        out = C[batch, end_k + 1, lx].clone()
+        if ctx.needs_input_grad[0]:
             ctx.gamma = gamma
             ctx.shape = (B, n, m)
-            ctx.weights = weights
-            ctx.save_for_backward(idx, in_band, end_k, lx)
+            ctx.save_for_backward(C, idx, in_band, end_k, lx)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
-        idx, in_band, end_k, lx = ctx.saved_tensors
+        C, idx, in_band, end_k, lx = ctx.saved_tensors
         B, n, m = ctx.shape
-        weights = ctx.weights
+        gamma = ctx.gamma
         n_diag = n + m - 1
-        device, dtype = grad_out.device, grad_out.dtype
-        seed = torch.zeros((B, n_diag, n), dtype=dtype, device=device)
-        seed[torch.arange(B, device=device), end_k, lx - 1] = grad_out
+        device, dtype = grad_out.device, C.dtype
+        # acc[:, k, i]: dC_end / dC(i, k - i) collected from the successors.
+        acc = torch.zeros((B, n_diag, n), dtype=dtype, device=device)
+        acc[torch.arange(B, device=device), end_k, lx - 1] = grad_out.to(dtype)
         band = in_band.to(dtype)
-
-        def split(k: int, e: Tensor) -> Tensor:  # [B, 3, n]: E_k times each predecessor weight
-            w = weights[k]
-            if ctx.gamma is None:
-                onehot = w[:, None, :] == torch.arange(3, device=device, dtype=w.dtype)[None, :, None]
-                return torch.where(onehot, e[:, None, :], torch.zeros((), dtype=dtype, device=device))
-            return e[:, None, :] * w
-
-        acc = seed  # acc[:, k] collects dC_end / dC on diag k from the successors
         grads = []
         for k in range(n_diag - 1, -1, -1):
             e = acc[:, k] * band[k]
             grads.append(e)
             if k == 0:
                 break
-            parts = split(k, e)
-            # Cell (i, k-i) passes parts[:, 1] to (i-1, j) and parts[:, 2] to (i, j-1) on diag
-            # k-1 (rows i-1 and i), and parts[:, 0] to (i-1, j-1) on diag k-2 (row i-1).
-            acc[:, k - 1] += _shift_up(parts[:, 1]) + parts[:, 2]
+            ul, up, left = _WavefrontDTW._predecessors(C, k + 1)
+            if gamma is None:
+                best = torch.minimum(torch.minimum(ul, up), left)
+                w0 = ul == best
+                w1 = (up == best) & ~w0
+                w2 = ~(w0 | w1)
+                zero = torch.zeros((), dtype=dtype, device=device)
+                p0, p1, p2 = torch.where(w0, e, zero), torch.where(w1, e, zero), torch.where(w2, e, zero)
+            else:
+                _, e0, e1, e2 = _WavefrontDTW._soft_weights(ul, up, left, 1.0 / gamma)
+                scale = e / (e0 + e1 + e2)
+                p0, p1, p2 = e0 * scale, e1 * scale, e2 * scale
+            # Cell (i, k-i) passes p1 to (i-1, j) and p2 to (i, j-1) on diag k-1, p0 to
+            # (i-1, j-1) on diag k-2; row i-1 of a diagonal is column i-1 of acc.
+            acc[:, k - 1, : n - 1] += p1[:, 1:]
+            acc[:, k - 1] += p2
             if k >= 2:
-                acc[:, k - 2] += _shift_up(parts[:, 0])
+                acc[:, k - 2, : n - 1] += p0[:, 1:]
         grad_skew = torch.stack(grads[::-1], dim=2)  # [B, n, K] (rows, diagonals)
         grad_cost = torch.zeros((B, n, m), dtype=dtype, device=device)
         grad_cost.scatter_add_(2, idx, grad_skew)  # out-of-band entries are 0

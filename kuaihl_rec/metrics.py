@@ -356,32 +356,20 @@ def inter_annotator_agreement(rankings) -> Dict[str, float]:
 
 
 # --------------------------------------------------------------------------- grouped tau-b
-def _tie_pairs_per_group(groups: np.ndarray, n_groups: int, *keys: np.ndarray) -> np.ndarray:
-    """Per group, the number of pairs equal in all ``keys``: ``sum_runs t (t - 1) / 2``."""
-    order = np.lexsort(keys[::-1] + (groups,))
-    cols = [groups[order]] + [k[order] for k in keys]
-    change = np.zeros(order.size, dtype=bool)
-    change[0] = True
-    for c in cols:
-        change[1:] |= c[1:] != c[:-1]
-    starts = np.flatnonzero(change)
-    run = np.diff(np.append(starts, order.size))
-    return np.bincount(cols[0][starts], weights=run * (run - 1) / 2.0, minlength=n_groups)
+def _pair_codes(a: np.ndarray, b: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dense codes of the pairs ``(a_i, b_i)`` of non-negative int codes < n, in (a, b) order.
+
+    Returns ``(unique_keys, codes, counts)`` with ``key = a * (max(b) + 1) + b`` (< n^2,
+    so int64 is exact for n < 3e9); one sort.
+    """
+    radix = np.int64(b.max()) + 1
+    keys, codes, counts = np.unique(a.astype(np.int64) * radix + b, return_inverse=True, return_counts=True)
+    return keys // radix, codes.ravel(), counts
 
 
-def _dense_rank_within(groups: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """1-based dense rank of ``values`` inside each group (equal values share a rank)."""
-    order = np.lexsort((values, groups))
-    g, v = groups[order], values[order]
-    new_group = np.ones(order.size, dtype=bool)
-    new_group[1:] = g[1:] != g[:-1]
-    new_value = new_group.copy()
-    new_value[1:] |= v[1:] != v[:-1]
-    code = np.cumsum(new_value)
-    base = np.maximum.accumulate(np.where(new_group, code, 0))
-    out = np.empty(order.size, dtype=np.int64)
-    out[order] = code - base + 1
-    return out
+def _tie_pairs(groups_of_runs: np.ndarray, counts: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per group, ``sum t (t - 1) / 2`` over its runs of equal keys."""
+    return np.bincount(groups_of_runs, weights=counts * (counts - 1) / 2.0, minlength=n_groups)
 
 
 def _fenwick_discordant(padded: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -417,69 +405,88 @@ def _fenwick_discordant(padded: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return disc
 
 
-def _grouped_discordant(groups: np.ndarray, sizes: np.ndarray, x: np.ndarray, y_rank: np.ndarray) -> np.ndarray:
-    """Discordant pairs per group (groups numbered by ascending size), batched Fenwick."""
-    order = np.lexsort((y_rank, x, groups))
-    g, r = groups[order], y_rank[order]
+def _batched_discordant(g_sorted: np.ndarray, rank_sorted: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Discordant pairs per group from items sorted by (group, s, y).
+
+    Groups are numbered ``0..G-1`` by ascending size; ``rank_sorted`` is the 1-based
+    dense rank of ``y`` inside its group. With ``(s, y)`` ascending, a discordant pair
+    is exactly an inversion ``r_i > r_j, i < j`` (pairs tied in ``s`` are in ``y`` order).
+    """
     starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-    pos = np.arange(order.size) - starts[g]
+    pos = np.arange(g_sorted.size) - starts[g_sorted]
     disc = np.zeros(sizes.size, dtype=np.int64)
     for lo in range(0, sizes.size, _ROOMS_PER_CHUNK):
         hi = min(lo + _ROOMS_PER_CHUNK, sizes.size)
         e0, e1 = starts[lo], starts[hi - 1] + sizes[hi - 1]
         padded = np.zeros((hi - lo, int(sizes[hi - 1])), dtype=np.int64)
-        padded[g[e0:e1] - lo, pos[e0:e1]] = r[e0:e1]
+        padded[g_sorted[e0:e1] - lo, pos[e0:e1]] = rank_sorted[e0:e1]
         disc[lo:hi] = _fenwick_discordant(padded, sizes[lo:hi])
     return disc
+
+
+def _grouped_tau_b(y: np.ndarray, s: np.ndarray, groups) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(unique_groups, tau_b per group, distinct y values per group)`` for validated y, s.
+
+    Everything is counted with integer-key sorts: ``(g, y)``, ``(g, s)`` and ``(g, s, y)``
+    runs give the tie pairs ``n2``, ``n1``, ``n3`` of each group; the ``(g, s, y)`` order
+    gives the discordant pairs ``Q`` (batched Fenwick trees); then
+    ``tau_b = (n0 - n1 - n2 + n3 - 2 Q) / sqrt((n0 - n1)(n0 - n2))``.
+    """
+    uniq, g_raw = np.unique(groups, return_inverse=True)
+    g_raw = g_raw.ravel()
+    sizes = np.bincount(g_raw, minlength=uniq.size)
+    # Renumber groups by ascending size so the batched pass sees growing row lengths.
+    by_size = np.argsort(sizes, kind="stable")
+    new_id = np.empty_like(by_size)
+    new_id[by_size] = np.arange(by_size.size)
+    g = new_id[g_raw]
+    sz = sizes[by_size]
+    n_groups = sz.size
+    y_code = _dense_codes(y)[0]
+    s_code = _dense_codes(s)[0]
+
+    gy_group, gy_code, gy_counts = _pair_codes(g, y_code)
+    gs_group, gs_code, gs_counts = _pair_codes(g, s_code)
+    gsy_of_gs, gsy_code, gsy_counts = _pair_codes(gs_code, y_code)
+    ties_y = _tie_pairs(gy_group, gy_counts, n_groups)
+    ties_s = _tie_pairs(gs_group, gs_counts, n_groups)
+    ties_both = _tie_pairs(gs_group[gsy_of_gs], gsy_counts, n_groups)
+    n_levels = np.bincount(gy_group, minlength=n_groups)
+    first_gy = np.searchsorted(gy_group, np.arange(n_groups))  # first (g, y) code of each group
+    y_rank = gy_code - first_gy[g] + 1
+
+    n_small = int(np.searchsorted(sz, _MAX_BATCHED_GROUP, side="right"))
+    disc = np.zeros(n_groups, dtype=np.float64)
+    if n_small:
+        order = np.argsort(gsy_code, kind="stable")
+        order = order[g[order] < n_small]
+        disc[:n_small] = _batched_discordant(g[order], y_rank[order], sz[:n_small])
+    n0 = sz * (sz - 1) / 2.0
+    numer = n0 - ties_s - ties_y + ties_both - 2.0 * disc  # P - Q
+    den = (n0 - ties_s) * (n0 - ties_y)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tau = np.clip(np.where(den > 0, numer / np.sqrt(np.where(den > 0, den, 1.0)), np.nan), -1.0, 1.0)
+    for big in range(n_small, n_groups):  # few, large groups: scipy's O(n log n) each
+        members = g == big
+        tau[big] = _tau_b_checked(y[members], s[members])
+    return uniq, tau[new_id], n_levels[new_id]
 
 
 def grouped_kendall_tau_b(y_true, y_score, groups) -> Tuple[np.ndarray, np.ndarray]:
     """Kendall tau-b inside each group (e.g. live room): ``(unique_groups, taus)``.
 
-    ``taus[g]`` is :func:`kendall_tau_b` of the items of group ``g`` (``nan`` when the
-    group has < 2 items or a constant ``y`` or ``s``). Groups of up to 512 items are
-    computed together (ties counted by sorting, discordant pairs by batched
-    Fenwick trees: O(n log L) for groups of size <= L); larger groups go through scipy.
+    ``taus[g]`` equals :func:`kendall_tau_b` on the items of group ``g`` (``nan`` when
+    the group has < 2 items or a constant ``y`` or ``s``). Groups of up to 512 items
+    are computed together: ties by integer-key sorts, discordant pairs by batched
+    Fenwick trees (O(n log n) overall); larger groups go through scipy one by one.
+    ``groups`` is ``[n]`` of any sortable keys.
     """
     y, s = _as_pair(y_true, y_score)
-    g_raw = np.asarray(groups)
-    if g_raw.ndim != 1 or g_raw.shape[0] != y.shape[0]:
-        raise ValueError(f"groups must be 1-D with {y.shape[0]} entries, got shape {g_raw.shape}")
-    uniq, inv = np.unique(g_raw, return_inverse=True)
-    inv = inv.ravel()
-    sizes = np.bincount(inv, minlength=uniq.size)
-    # Renumber groups by ascending size so the batched pass sees growing row lengths.
-    by_size = np.argsort(sizes, kind="stable")
-    new_id = np.empty_like(by_size)
-    new_id[by_size] = np.arange(by_size.size)
-    g = new_id[inv]
-    sz = sizes[by_size]
-    taus = np.full(uniq.size, np.nan)
-
-    small = sz <= _MAX_BATCHED_GROUP
-    n_small = int(small.sum())
-    if n_small:
-        taus[by_size[:n_small]] = _batched_tau_b(g, sz, y, s, n_small)
-    for new in range(n_small, sz.size):
-        members = g == new
-        taus[by_size[new]] = _tau_b_checked(y[members], s[members])
-    return uniq, taus
-
-
-def _batched_tau_b(g: np.ndarray, sz: np.ndarray, y: np.ndarray, s: np.ndarray, n_small: int) -> np.ndarray:
-    """tau-b of groups ``0..n_small-1`` (the smallest ones): counts, then eq. 15."""
-    keep = g < n_small
-    g, y, s, sz = g[keep], y[keep], s[keep], sz[:n_small]
-    n0 = sz * (sz - 1) / 2.0
-    ties_s = _tie_pairs_per_group(g, n_small, s)
-    ties_y = _tie_pairs_per_group(g, n_small, y)
-    ties_both = _tie_pairs_per_group(g, n_small, s, y)
-    disc = _grouped_discordant(g, sz, s, _dense_rank_within(g, y)).astype(np.float64)
-    numer = n0 - ties_s - ties_y + ties_both - 2.0 * disc  # P - Q
-    den = (n0 - ties_s) * (n0 - ties_y)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tau = np.where(den > 0, numer / np.sqrt(np.where(den > 0, den, 1.0)), np.nan)
-    return np.clip(tau, -1.0, 1.0)
+    g = np.asarray(groups)
+    if g.ndim != 1 or g.shape[0] != y.shape[0]:
+        raise ValueError(f"groups must be 1-D with {y.shape[0]} entries, got shape {g.shape}")
+    uniq, tau, _ = _grouped_tau_b(y, s, g)
+    return uniq, tau
 
 
 # --------------------------------------------------------------------------- soft-label metrics
@@ -617,22 +624,14 @@ def mean_hit_at_1(videos: Iterable[Tuple[Sequence, Sequence]]) -> float:
 
 
 # --------------------------------------------------------------------------- segment evaluation
-def _per_room_tau(y: np.ndarray, p: np.ndarray, room_ids) -> Tuple[float, int]:
-    """Mean within-room tau-b over rooms with >= 2 distinct labels.
+def _per_room_tau(y: np.ndarray, p: np.ndarray, room_ids: np.ndarray) -> Tuple[float, int]:
+    """Mean within-room tau-b over rooms with >= 2 distinct labels, and the number of such rooms.
 
     A room whose predictions are constant has an undefined tau-b; it counts as 0
     (no ranking skill) rather than being dropped, so a degenerate model cannot
     choose the rooms it is judged on.
     """
-    rooms = np.asarray(room_ids)
-    uniq, taus = grouped_kendall_tau_b(y, p, rooms)
-    _, inv = np.unique(rooms, return_inverse=True)
-    inv = inv.ravel()
-    order = np.lexsort((y, inv))
-    gi, ys = inv[order], y[order]
-    distinct = np.ones(order.size, dtype=bool)
-    distinct[1:] = (gi[1:] != gi[:-1]) | (ys[1:] != ys[:-1])
-    n_levels = np.bincount(gi[distinct], minlength=uniq.size)
+    _, taus, n_levels = _grouped_tau_b(y, p, room_ids)
     eligible = n_levels >= 2
     n_rooms = int(eligible.sum())
     if n_rooms == 0:
@@ -668,9 +667,10 @@ def evaluate_segments(labels, probs, room_ids=None) -> Dict[str, float]:
     if room_ids is None:
         out["per_room_tau"], out["n_rooms_per_room_tau"] = math.nan, 0
     else:
-        if np.asarray(room_ids).shape != y.shape:
-            raise ValueError(f"room_ids must have shape {y.shape}, got {np.asarray(room_ids).shape}")
-        out["per_room_tau"], out["n_rooms_per_room_tau"] = _per_room_tau(y, p, room_ids)
+        rooms = np.asarray(room_ids)
+        if rooms.shape != y.shape:
+            raise ValueError(f"room_ids must have shape {y.shape}, got {rooms.shape}")
+        out["per_room_tau"], out["n_rooms_per_room_tau"] = _per_room_tau(y, p, rooms)
     return out
 
 

@@ -1,0 +1,188 @@
+"""The ``kuaihl`` command line. Every command says where its outputs went.
+
+    kuaihl world    --preset default --out DIR      generate the synthetic live-streaming world
+    kuaihl validate PATH                            check a segment table against the contract (exit 1 if unusable)
+    kuaihl klive    ROOT --out DIR                  convert a KLive release directory into a segment table
+    kuaihl extract  INPUT --out DIR                 raw frames + ASR + comments -> feature columns
+    kuaihl demo     [--out DIR]                     the main job on the embedded default, with a report
+
+Heavy libraries are imported inside the commands so ``kuaihl --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+logger = logging.getLogger("kuaihl")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    # torchrec triggers a deprecation message from torch.fx at import time (see ENVIRONMENT.md).
+    logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
+
+
+def _parse_overrides(pairs: Optional[Sequence[str]]) -> Dict[str, Any]:
+    """``--set key=value`` pairs; values are parsed as YAML scalars (numbers, booleans, lists)."""
+    import yaml
+
+    out: Dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise SystemExit(f"kuaihl: --set expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# world
+
+
+def cmd_world(args: argparse.Namespace) -> int:
+    from kuaihl_rec.data.world import generate_world, load_world_config, write_world
+
+    cfg = load_world_config(preset=args.preset, path=args.config, **_parse_overrides(args.set))
+    t0 = time.perf_counter()
+    world = generate_world(cfg, progress=not args.quiet)
+    paths = write_world(world, args.out)
+    logger.info("world generated in %.1f s: %d segments", time.perf_counter() - t0, world.segments.num_rows)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# validate
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from kuaihl_rec.data.io import DataError, atomic_write_json
+    from kuaihl_rec.data.validate import validate_path
+
+    try:
+        report = validate_path(args.path, min_viewers=args.min_viewers)
+    except DataError as exc:
+        print(f"kuaihl validate: {exc}", file=sys.stderr)
+        return 1
+    print(report.format())
+    if args.json:
+        atomic_write_json(args.json, report.to_dict())
+        print(f"report: {args.json}")
+    return 0 if report.ok else 1
+
+
+# ---------------------------------------------------------------------------------------------
+# klive
+
+
+def cmd_klive(args: argparse.Namespace) -> int:
+    from kuaihl_rec.data.klive import convert_klive
+
+    out = convert_klive(args.root, args.out)
+    print(f"segment table: {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# extract
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from kuaihl_rec.extract import run_extract
+
+    summary = run_extract(
+        args.input,
+        args.out,
+        preset=args.preset,
+        vision_checkpoint=args.vision_checkpoint,
+        text_model=args.text_model,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from kuaihl_rec.demo import run_demo
+
+    report = run_demo(out_dir=Path(args.out), preset=args.preset, progress=not args.quiet)
+    print(f"report: {report}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kuaihl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("world", help="generate the synthetic live-streaming world")
+    p.add_argument("--preset", default=None, help="named preset from kuaihl_rec/configs/world.yaml (default: 'default')")
+    p.add_argument("--config", default=None, help="a YAML world config (may name a base 'preset:')")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one knob, e.g. --set content_signal=0")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=cmd_world)
+
+    p = sub.add_parser("validate", help="check a segment table; exit 1 when it cannot be used")
+    p.add_argument("path")
+    p.add_argument("--min-viewers", type=int, default=60)
+    p.add_argument("--json", default=None, help="also write the report as JSON here")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("klive", help="convert a KLive release directory (live_id2aid.txt, train/, test/)")
+    p.add_argument("root")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_klive)
+
+    p = sub.add_parser("extract", help="raw frames + ASR + comments -> visual/text feature columns")
+    p.add_argument("input", help="segment table with frame_paths, asr_text, comment_text")
+    p.add_argument("--out", required=True)
+    p.add_argument("--preset", default="swin_tiny", help="encoder preset")
+    p.add_argument("--vision-checkpoint", default=None, help="local timm Swin checkpoint (.pth/.safetensors); none = random init")
+    p.add_argument("--text-model", default="minilm", help="'minilm' (packaged) or a local transformers directory")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("demo", help="run the main job on the embedded default world, with a report")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--preset", default="default", help="world preset")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    from kuaihl_rec.data.io import DataError
+
+    try:
+        return int(args.func(args) or 0)
+    except DataError as exc:
+        print(f"kuaihl {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as exc:
+        print(f"kuaihl {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
