@@ -232,31 +232,20 @@ def _lengths_pair(
 class _WavefrontDTW(torch.autograd.Function):
     """DTW / soft-DTW over anti-diagonals with an explicit reverse-wavefront backward.
 
-    Storage: ``C[b, k, 1 + i]`` holds the cumulative cost of cell ``(i, k - i)``; column 0 is a
-    constant ``BIG`` so the predecessor row ``i - 1`` is the view ``C[:, k, :-1]`` (no copies).
-    Out-of-band cells (``k - i`` outside ``[0, m)``) carry ``BIG`` in their cost and so never win
-    a min next to a real cell.
+    Storage: ``C[1 + k, b, 1 + i]`` holds the cumulative cost of cell ``(i, k - i)``; row 0 (an
+    all-``BIG`` diagonal ``k = -1``) and column 0 (a constant ``BIG``) are borders, so the three
+    predecessors of a diagonal are plain views (no copies). Out-of-band cells (``k - i`` outside
+    ``[0, m)``) carry cost ``BIG`` and never win a min next to a real cell.
+
+    Forward also keeps what the backward needs: for hard DTW two bool masks per cell (is the
+    diagonal predecessor the argmin; else is "up" at most "left"): ties go to the first of
+    diagonal / up / left; for soft-DTW the three unnormalised soft-min weights and their sum.
 
     Backward propagates ``E_ij = dC_end / dC_ij`` from the end cell back along the anti-diagonals,
-    ``E_ij = sum_succ E_succ * w_succ(ij)``, with ``w`` the weight a cell's min gives each of its
-    three predecessors (one-hot argmin for hard DTW, ties to the first of diagonal / up / left;
-    the soft-min's softmax for soft-DTW; recomputed from ``C``), and ``dC_end / dD_ij = E_ij``
-    (Cuturi & Blondel 2017, Algorithm 2; for hard DTW, the indicator of the argmin path).
-    First derivatives only.
+    ``E_ij = sum_succ E_succ * w_succ(ij)`` with ``w`` the weight a successor's min gives cell
+    ``ij``, and ``dC_end / dD_ij = E_ij`` (Cuturi & Blondel 2017, Algorithm 2; for hard DTW, the
+    indicator of the argmin path). First derivatives only.
     """
-
-    @staticmethod
-    def _predecessors(C: Tensor, k: int) -> Tuple[Tensor, Tensor, Tensor]:
-        # C[i-1, j-1] on diag k-2 (row i-1), C[i-1, j] on diag k-1 (row i-1), C[i, j-1] (row i)
-        return C[:, k - 2, :-1], C[:, k - 1, :-1], C[:, k - 1, 1:]
-
-    @staticmethod
-    def _soft_weights(ul: Tensor, up: Tensor, left: Tensor, inv_gamma: float) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-        mn = torch.minimum(torch.minimum(ul, up), left)
-        e0 = torch.exp((mn - ul) * inv_gamma)
-        e1 = torch.exp((mn - up) * inv_gamma)
-        e2 = torch.exp((mn - left) * inv_gamma)
-        return mn, e0, e1, e2
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -273,70 +262,86 @@ class _WavefrontDTW(torch.autograd.Function):
         cols = torch.arange(n_diag, device=device)[:, None] - rows[None, :]  # [K, n]: j = k - i
         in_band = (cols >= 0) & (cols < m)
         idx = cols.clamp(0, m - 1).t()[None].expand(B, n, n_diag)
-        skew = cost.gather(2, idx).transpose(1, 2)  # [B, K, n]: skew[b, k, i] = cost[b, i, k-i]
-        skew = torch.where(in_band[None], skew, torch.full((), _DTW_BIG, dtype=dtype, device=device))
+        skew = cost.gather(2, idx).permute(2, 0, 1)  # [K, B, n]: skew[k, b, i] = cost[b, i, k-i]
+        skew = torch.where(in_band[:, None, :], skew, torch.full((), _DTW_BIG, dtype=dtype, device=device))
         skew = skew.contiguous()
+        need_grad = ctx.needs_input_grad[0]
 
-        # An extra diagonal in front (k = -1, all BIG) makes C[:, k - 2] valid for k = 1.
-        C = torch.full((B, n_diag + 1, n + 1), _DTW_BIG, dtype=dtype, device=device)
-        C[:, 1, 1:] = skew[:, 0]  # cell (0, 0): C = D (its predecessor C[-1, -1] = 0)
+        C = torch.full((n_diag + 1, B, n + 1), _DTW_BIG, dtype=dtype, device=device)
+        C[1, :, 1:] = skew[0]  # cell (0, 0): C = D (its predecessor C[-1, -1] is 0)
+        if gamma is None:
+            take_diag = torch.zeros((n_diag, B, n), dtype=torch.bool, device=device) if need_grad else None
+            take_up = torch.zeros((n_diag, B, n), dtype=torch.bool, device=device) if need_grad else None
+        else:
+            soft_w = torch.zeros((n_diag, 4, B, n), dtype=dtype, device=device) if need_grad else None
+            inv_gamma = 1.0 / gamma
         for k in range(1, n_diag):
-            ul, up, left = _WavefrontDTW._predecessors(C, k + 1)
+            # predecessors of (i, k-i): C[i-1, j-1] (diag k-2, row i-1), C[i-1, j] (diag k-1,
+            # row i-1), C[i, j-1] (diag k-1, row i)
+            ul, up, left = C[k - 1, :, :-1], C[k, :, :-1], C[k, :, 1:]
+            up_left = torch.minimum(up, left)
+            best = torch.minimum(ul, up_left)
             if gamma is None:
-                best = torch.minimum(torch.minimum(ul, up), left)
+                if need_grad:
+                    torch.le(ul, up_left, out=take_diag[k])
+                    torch.le(up, left, out=take_up[k])
             else:
-                mn, e0, e1, e2 = _WavefrontDTW._soft_weights(ul, up, left, 1.0 / gamma)
-                best = mn - gamma * torch.log(e0 + e1 + e2)
-            torch.add(skew[:, k], best, out=C[:, k + 1, 1:])
+                if need_grad:
+                    e0, e1, e2, total = soft_w[k].unbind(0)
+                else:
+                    e0, e1, e2 = torch.empty_like(best), torch.empty_like(best), torch.empty_like(best)
+                    total = torch.empty_like(best)
+                torch.exp((best - ul) * inv_gamma, out=e0)
+                torch.exp((best - up) * inv_gamma, out=e1)
+                torch.exp((best - left) * inv_gamma, out=e2)
+                torch.add(e0, e1, out=total).add_(e2)
+                best = best - gamma * torch.log(total)
+            torch.add(skew[k], best, out=C[k + 1, :, 1:])
 
         batch = torch.arange(B, device=device)
         end_k = lx + ly - 2
-        out = C[batch, end_k + 1, lx].clone()
-        if ctx.needs_input_grad[0]:
+        out = C[end_k + 1, batch, lx].clone()
+        if need_grad:
             ctx.gamma = gamma
             ctx.shape = (B, n, m)
-            ctx.save_for_backward(C, idx, in_band, end_k, lx)
+            saved = (take_diag, take_up) if gamma is None else (soft_w,)
+            ctx.save_for_backward(idx, in_band, end_k, lx, *saved)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
-        C, idx, in_band, end_k, lx = ctx.saved_tensors
+        idx, in_band, end_k, lx, *saved = ctx.saved_tensors
         B, n, m = ctx.shape
-        gamma = ctx.gamma
         n_diag = n + m - 1
-        device, dtype = grad_out.device, C.dtype
-        # acc[:, k, i]: dC_end / dC(i, k - i) collected from the successors.
-        acc = torch.zeros((B, n_diag, n), dtype=dtype, device=device)
-        acc[torch.arange(B, device=device), end_k, lx - 1] = grad_out.to(dtype)
-        band = in_band.to(dtype)
-        grads = []
-        for k in range(n_diag - 1, -1, -1):
-            e = acc[:, k] * band[k]
-            grads.append(e)
-            if k == 0:
-                break
-            ul, up, left = _WavefrontDTW._predecessors(C, k + 1)
-            if gamma is None:
-                best = torch.minimum(torch.minimum(ul, up), left)
-                w0 = ul == best
-                w1 = (up == best) & ~w0
-                w2 = ~(w0 | w1)
-                zero = torch.zeros((), dtype=dtype, device=device)
-                p0, p1, p2 = torch.where(w0, e, zero), torch.where(w1, e, zero), torch.where(w2, e, zero)
+        dtype = saved[0].dtype if ctx.gamma is not None else grad_out.dtype
+        device = grad_out.device
+        # acc[k, b, i]: dC_end / dC(i, k - i), collected from the successors; becomes dC_end / dD.
+        acc = torch.zeros((n_diag, B, n), dtype=dtype, device=device)
+        acc[end_k, torch.arange(B, device=device), lx - 1] = grad_out.to(dtype)
+        band = in_band.to(dtype)[:, None, :]
+        zero = torch.zeros((), dtype=dtype, device=device)
+        for k in range(n_diag - 1, 0, -1):
+            e = acc[k].mul_(band[k])
+            if ctx.gamma is None:
+                take_diag, take_up = saved
+                p0 = torch.where(take_diag[k], e, zero)
+                rest = e - p0
+                p1 = torch.where(take_up[k], rest, zero)
+                p2 = rest - p1
             else:
-                _, e0, e1, e2 = _WavefrontDTW._soft_weights(ul, up, left, 1.0 / gamma)
-                scale = e / (e0 + e1 + e2)
+                e0, e1, e2, total = saved[0][k].unbind(0)
+                scale = e / total
                 p0, p1, p2 = e0 * scale, e1 * scale, e2 * scale
-            # Cell (i, k-i) passes p1 to (i-1, j) and p2 to (i, j-1) on diag k-1, p0 to
-            # (i-1, j-1) on diag k-2; row i-1 of a diagonal is column i-1 of acc.
-            acc[:, k - 1, : n - 1] += p1[:, 1:]
-            acc[:, k - 1] += p2
+            # Cell (i, k-i) passes p1 to (i-1, j) and p2 to (i, j-1) on diag k-1, and p0 to
+            # (i-1, j-1) on diag k-2.
+            acc[k - 1, :, : n - 1] += p1[:, 1:]
+            acc[k - 1] += p2
             if k >= 2:
-                acc[:, k - 2, : n - 1] += p0[:, 1:]
-        grad_skew = torch.stack(grads[::-1], dim=2)  # [B, n, K] (rows, diagonals)
+                acc[k - 2, :, : n - 1] += p0[:, 1:]
+        acc[0].mul_(band[0])
         grad_cost = torch.zeros((B, n, m), dtype=dtype, device=device)
-        grad_cost.scatter_add_(2, idx, grad_skew)  # out-of-band entries are 0
+        grad_cost.scatter_add_(2, idx, acc.permute(1, 2, 0))  # out-of-band entries are 0
         return grad_cost, None, None, None
 
 

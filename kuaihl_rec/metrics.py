@@ -239,7 +239,18 @@ def tau_at_thresholds(
 
 
 def _dense_codes(values: np.ndarray) -> Tuple[np.ndarray, int]:
-    """Map values to 0..k-1 preserving order; returns (codes, k)."""
+    """Map values to 0..k-1 preserving order; returns (codes, k).
+
+    Integers spanning a small range use a lookup table (O(size)); anything else a sort.
+    """
+    if values.dtype.kind in "biu" and values.size:
+        lo, hi = int(values.min()), int(values.max())
+        if hi - lo <= 4 * values.size + 1024:
+            shifted = (values.astype(np.int64) - lo).ravel()
+            present = np.zeros(hi - lo + 1, dtype=bool)
+            present[shifted] = True
+            table = np.cumsum(present) - 1
+            return table[shifted].reshape(values.shape), int(table[-1] + 1)
     uniq, inv = np.unique(values, return_inverse=True)
     return inv.reshape(values.shape), int(uniq.size)
 
@@ -260,13 +271,12 @@ def _as_rankings(rankings) -> np.ndarray:
 def _contingency_tables(codes: np.ndarray, k: int) -> np.ndarray:
     """``C[a, b, u, v] = #{i : codes[a, i] = u, codes[b, i] = v}``, int64 ``[m, m, k, k]``.
 
-    One float64 product of the one-hot ``[m k, n]`` matrix with its transpose
-    (counts are integers far below 2**53, so the product is exact).
+    One product of the one-hot ``[m k, n]`` matrix with its transpose. Entries are
+    integer counts <= n, exact in float32 for n < 2**24 (float64 beyond).
     """
     m, n = codes.shape
-    onehot = np.zeros((m * k, n), dtype=np.float64)
-    rows = (np.arange(m)[:, None] * k + codes).ravel()
-    onehot[rows, np.tile(np.arange(n), m)] = 1.0
+    dtype = np.float32 if n < (1 << 24) else np.float64
+    onehot = (codes[:, None, :] == np.arange(k)[None, :, None]).astype(dtype).reshape(m * k, n)
     prod = onehot @ onehot.T
     return np.rint(prod).astype(np.int64).reshape(m, k, m, k).transpose(0, 2, 1, 3)
 
@@ -303,7 +313,7 @@ def kendall_tau_b_matrix(rankings, max_levels: int = _MAX_LEVELS) -> np.ndarray:
         return _tau_b_matrix_pairwise(arr.astype(np.float64))
     tables = _contingency_tables(codes, k)
     s = _concordance_from_tables(tables).astype(np.float64)
-    counts = np.stack([np.bincount(row, minlength=k) for row in codes])  # [m, k]
+    counts = tables[np.arange(m), np.arange(m)].diagonal(axis1=-2, axis2=-1)  # [m, k] value counts
     n0 = n * (n - 1) / 2.0
     untied = n0 - (counts * (counts - 1) / 2.0).sum(axis=1)  # n0 - n1 per row
     den = np.sqrt(np.outer(untied, untied))

@@ -123,8 +123,8 @@ class WorldConfig:
     ctr_noise_sigma: float = 0.15
 
     # --- audience and counters -------------------------------------------------------------
-    exposures_per_segment: float = 450.0
-    popularity_sigma: float = 1.0
+    exposures_per_segment: float = 700.0
+    popularity_sigma: float = 0.8
     popularity_appeal_corr: float = 0.4
     traffic_amplitude: float = 0.6
     traffic_peak_hour: float = 21.0
