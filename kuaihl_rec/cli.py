@@ -115,6 +115,52 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# train / eval
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from kuaihl_rec.train.config import train_config
+    from kuaihl_rec.train.loop import train
+
+    overrides = _parse_overrides(args.set)
+    model_overrides = {k[len("model."):]: v for k, v in overrides.items() if k.startswith("model.")}
+    optim = {k[len("optim."):]: v for k, v in overrides.items() if k.startswith("optim.")}
+    plain = {k: v for k, v in overrides.items() if "." not in k}
+    if model_overrides:
+        plain["model_overrides"] = model_overrides
+    if optim:
+        plain["optim"] = optim
+    if args.loss:
+        plain["loss"] = args.loss
+    cfg = train_config(args.preset, model=args.model, **plain)
+    summary = train(Path(args.data), Path(args.out), cfg, resume=args.resume, progress=not args.quiet)
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        print(f"run: {args.out} (best val tau-b {summary['best_val_tau']:.4f} after {summary['epochs']} epoch(s), {summary['steps']} steps)")
+        print(f"model: {Path(args.out) / 'model.pt'}  curves: {Path(args.out) / 'loss_curve.png'}  metrics: {Path(args.out) / 'metrics.jsonl'}")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from kuaihl_rec.train.evaluate import evaluate_run
+
+    result = evaluate_run(Path(args.run), Path(args.data), args.split, json_out=args.json, predictions_out=args.predictions, progress=not args.quiet)
+    keys = ["n_segments", "tau", "tau@0.2", "tau@0.4", "tau@0.6", "spearman", "auc", "logloss", "mean_pred_over_true", "per_room_tau"]
+    ref = result["reference"]["previous_segment_label"]
+    print(f"{'metric':<22}{'model':>10}{'previous-segment':>18}")
+    for k in keys:
+        fmt = (lambda v: f"{v:>10d}") if k == "n_segments" else (lambda v: f"{v:>10.4f}")
+        print(f"{k:<22}{fmt(result[k])}{fmt(ref[k]):>18}")
+    for label, path in (("json", args.json), ("predictions", args.predictions)):
+        if path:
+            print(f"{label}: {path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # demo
 
 
@@ -161,6 +207,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-model", default="minilm", help="'minilm' (packaged) or a local transformers directory")
     p.add_argument("--batch-size", type=int, default=16)
     p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("train", help="train a registered model (single process or under torchrun)")
+    p.add_argument("model", help="registry name, e.g. content, kuaihl, wide_deep (see `kuaihl models`)")
+    p.add_argument("--data", required=True, help="segment table directory")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--preset", default="small", help="training preset: small (CPU default), paper, tiny")
+    p.add_argument("--loss", default=None, help="loss preset (default: the model's own)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. --set epochs=2 --set model.d=32 --set optim.lr=3e-4")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="score a trained run on a split; tau-b, thresholds, AUC, log loss")
+    p.add_argument("run")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--json", default=None, help="write the metrics here")
+    p.add_argument("--predictions", default=None, help="write one Parquet row per scored segment here")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("models", help="list the registered models")
+    p.set_defaults(func=lambda a: (print("\n".join(__import__("kuaihl_rec.model", fromlist=["list_models"]).list_models())), 0)[1])
 
     p = sub.add_parser("demo", help="run the main job on the embedded default world, with a report")
     p.add_argument("--out", default="runs/demo")

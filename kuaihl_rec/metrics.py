@@ -40,8 +40,10 @@ return the ``[m, m]`` matrix of pairwise coefficients. Tau-b is counted from the
 
     P - Q = sum_{u,v} C[u,v] * ( sum_{u'>u, v'>v} C[u',v'] - sum_{u'>u, v'<v} C[u',v'] )
 
-so a pair costs O(n + k^2) (all tables at once are one ``[m k, n] x [n, m k]``
-product) instead of O(n log n) with a large constant. :func:`inter_annotator_agreement`
+All ``m^2`` tables come from one ``[m k, n] x [n, m k]`` product of one-hot
+indicators (O(m^2 k^2 n) multiply-adds in BLAS, exact integer counts), and each
+``P - Q`` from suffix sums of its table (O(k^2)), instead of ``m^2 / 2`` separate
+O(n log n) sorts. Ties need no extra work: ``n1`` comes from the diagonal tables. :func:`inter_annotator_agreement`
 is the TVSum protocol (Otani et al., CVPR 2019): per annotator the mean coefficient
 against every other annotator, then the mean over annotators.
 
@@ -90,6 +92,15 @@ computes); it gives different numbers and is there so the two are told apart.
 HIT@1 (:func:`hit_at_1`): 1 when the top-scored item (the first one on ties) is
 positive (for at least one annotator, when labels are ``[n, annotators]``).
 
+Segment evaluation
+------------------
+:func:`evaluate_segments` reports, for ``n`` scored segments, the pooled tau-b,
+its slices ``tau@0.2/0.4/0.6``, Spearman rho, soft AUC, log loss, the ratio, and
+``per_room_tau``: the mean over rooms with >= 2 distinct labels of the within-room
+tau-b (a room with constant predictions counts 0). The within-room values come
+from :func:`grouped_kendall_tau_b`, which counts ties by integer-key sorts and
+discordant pairs with one Fenwick tree per room, all rooms advanced together.
+
 Edge cases
 ----------
 * Empty input, mismatched lengths, NaN or infinite values, wrong dimensionality:
@@ -106,7 +117,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
 from scipy import stats
@@ -245,7 +256,7 @@ def _dense_codes(values: np.ndarray) -> Tuple[np.ndarray, int]:
     """
     if values.dtype.kind in "biu" and values.size:
         lo, hi = int(values.min()), int(values.max())
-        if hi - lo <= 4 * values.size + 1024:
+        if -(1 << 62) < lo and hi < (1 << 62) and hi - lo <= 4 * values.size + 1024:
             shifted = (values.astype(np.int64) - lo).ravel()
             present = np.zeros(hi - lo + 1, dtype=bool)
             present[shifted] = True
@@ -300,8 +311,8 @@ def kendall_tau_b_matrix(rankings, max_levels: int = _MAX_LEVELS) -> np.ndarray:
     """Pairwise Kendall tau-b between the rows of ``rankings`` (``[m, n]`` -> ``[m, m]``).
 
     For ordinal data with few distinct values ``k`` (over the whole matrix), each
-    pair is counted from its ``k x k`` contingency table: O(n + k^2) per pair, see
-    the module docstring. With more than ``max_levels`` distinct values it falls back
+    pair is counted from its ``k x k`` contingency table (see the module docstring;
+    memory O(m k n)). With more than ``max_levels`` distinct values it falls back
     to :func:`kendall_tau_b` per pair. Rows that are constant give ``nan`` rows and
     columns (including the diagonal); otherwise the diagonal is 1.
     """
@@ -366,15 +377,35 @@ def inter_annotator_agreement(rankings) -> Dict[str, float]:
 
 
 # --------------------------------------------------------------------------- grouped tau-b
-def _pair_codes(a: np.ndarray, b: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _pair_codes(a: np.ndarray, b: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Dense codes of the pairs ``(a_i, b_i)`` of non-negative int codes < n, in (a, b) order.
 
-    Returns ``(unique_keys, codes, counts)`` with ``key = a * (max(b) + 1) + b`` (< n^2,
-    so int64 is exact for n < 3e9); one sort.
+    Returns ``(a_of_code, codes, counts, perm)``: ``a`` of each distinct pair, the code
+    of each item, the items per code, and the permutation sorting the items by (a, b).
+    The sort key ``a * (max(b) + 1) + b`` is < n^2, exact in int64 for n < 3e9.
     """
     radix = np.int64(b.max()) + 1
-    keys, codes, counts = np.unique(a.astype(np.int64) * radix + b, return_inverse=True, return_counts=True)
-    return keys // radix, codes.ravel(), counts
+    keys = a.astype(np.int64) * radix + b
+    perm = np.argsort(keys)  # equal keys are interchangeable: no need for a stable sort
+    ordered = keys[perm]
+    first = np.ones(keys.size, dtype=bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    codes = np.empty(keys.size, dtype=np.int64)
+    codes[perm] = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    counts = np.diff(np.append(starts, keys.size))
+    return ordered[starts] // radix, codes, counts, perm
+
+
+def _unique_inverse(values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)`` with an O(n) path for small-range integers."""
+    if values.dtype.kind in "biu":
+        codes, k = _dense_codes(values)
+        uniq = np.empty(k, dtype=values.dtype)
+        uniq[codes] = values
+        return uniq, codes.ravel()
+    uniq, inv = np.unique(values, return_inverse=True)
+    return uniq, inv.ravel()
 
 
 def _tie_pairs(groups_of_runs: np.ndarray, counts: np.ndarray, n_groups: int) -> np.ndarray:
@@ -442,8 +473,7 @@ def _grouped_tau_b(y: np.ndarray, s: np.ndarray, groups) -> Tuple[np.ndarray, np
     gives the discordant pairs ``Q`` (batched Fenwick trees); then
     ``tau_b = (n0 - n1 - n2 + n3 - 2 Q) / sqrt((n0 - n1)(n0 - n2))``.
     """
-    uniq, g_raw = np.unique(groups, return_inverse=True)
-    g_raw = g_raw.ravel()
+    uniq, g_raw = _unique_inverse(np.asarray(groups))
     sizes = np.bincount(g_raw, minlength=uniq.size)
     # Renumber groups by ascending size so the batched pass sees growing row lengths.
     by_size = np.argsort(sizes, kind="stable")
@@ -455,9 +485,9 @@ def _grouped_tau_b(y: np.ndarray, s: np.ndarray, groups) -> Tuple[np.ndarray, np
     y_code = _dense_codes(y)[0]
     s_code = _dense_codes(s)[0]
 
-    gy_group, gy_code, gy_counts = _pair_codes(g, y_code)
-    gs_group, gs_code, gs_counts = _pair_codes(g, s_code)
-    gsy_of_gs, gsy_code, gsy_counts = _pair_codes(gs_code, y_code)
+    gy_group, gy_code, gy_counts, _ = _pair_codes(g, y_code)
+    gs_group, gs_code, gs_counts, _ = _pair_codes(g, s_code)
+    gsy_of_gs, _, gsy_counts, gsy_order = _pair_codes(gs_code, y_code)
     ties_y = _tie_pairs(gy_group, gy_counts, n_groups)
     ties_s = _tie_pairs(gs_group, gs_counts, n_groups)
     ties_both = _tie_pairs(gs_group[gsy_of_gs], gsy_counts, n_groups)
@@ -468,17 +498,18 @@ def _grouped_tau_b(y: np.ndarray, s: np.ndarray, groups) -> Tuple[np.ndarray, np
     n_small = int(np.searchsorted(sz, _MAX_BATCHED_GROUP, side="right"))
     disc = np.zeros(n_groups, dtype=np.float64)
     if n_small:
-        order = np.argsort(gsy_code, kind="stable")
-        order = order[g[order] < n_small]
+        order = gsy_order[g[gsy_order] < n_small]  # items by (group, s, y)
         disc[:n_small] = _batched_discordant(g[order], y_rank[order], sz[:n_small])
     n0 = sz * (sz - 1) / 2.0
     numer = n0 - ties_s - ties_y + ties_both - 2.0 * disc  # P - Q
     den = (n0 - ties_s) * (n0 - ties_y)
     with np.errstate(invalid="ignore", divide="ignore"):
         tau = np.clip(np.where(den > 0, numer / np.sqrt(np.where(den > 0, den, 1.0)), np.nan), -1.0, 1.0)
-    for big in range(n_small, n_groups):  # few, large groups: scipy's O(n log n) each
-        members = g == big
-        tau[big] = _tau_b_checked(y[members], s[members])
+    if n_small < n_groups:  # large groups: scipy's O(n log n) each
+        big_items = np.flatnonzero(g >= n_small)
+        big_items = big_items[np.argsort(g[big_items], kind="stable")]
+        for big, members in zip(range(n_small, n_groups), np.split(big_items, np.cumsum(sz[n_small:])[:-1])):
+            tau[big] = _tau_b_checked(y[members], s[members])
     return uniq, tau[new_id], n_levels[new_id]
 
 

@@ -1,0 +1,105 @@
+"""``kuaihl eval``: score a trained run on a split of a data directory, once per test segment.
+
+Loads ``RUN/model.pt`` (the single-file conversion of the best checkpoint) into an unsharded model,
+windows the split in eval mode with the run's window settings and *the run's training vocabularies*
+(so cold-start streamers map to the unknown row exactly as in training), scores each target segment
+once (MODEL_SPEC section 1), and writes::
+
+    {"model", "n_segments", "tau", "tau@0.2", "tau@0.4", "tau@0.6", "spearman", "auc", "logloss",
+     "mean_pred_over_true", "per_room_tau", ..., "reference": {"previous_segment_label": {...}}}
+
+``reference.previous_segment_label`` is the trivial predictor: the label of the segment the model
+sees last (the current segment's LVTR) used as the score for the next one.
+With ``predictions`` it also writes one Parquet row per scored segment (live_id, streamer_id,
+segment, label, score) so every metric can be recomputed independently.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from kuaihl_rec.data.io import DataError, atomic_write_json, atomic_write_parquet
+from kuaihl_rec.data.validate import load_segments
+from kuaihl_rec.data.windows import IdVocab, SegmentArrays, WindowConfig, WindowedSplit, build_windows
+
+logger = logging.getLogger(__name__)
+
+
+def load_trained_model(run_dir: Path):
+    """(model in eval mode, saved run config) from ``RUN/model.pt``."""
+    from kuaihl_rec.data.batch import BatchSpec
+    from kuaihl_rec.model import create_model
+
+    path = Path(run_dir) / "model.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no trained model (is {run_dir} a finished `kuaihl train` run?)")
+    payload = torch.load(path, weights_only=False, map_location="cpu")
+    saved = payload["config"]
+    spec = BatchSpec(**saved["spec"])
+    overrides = dict(saved["train"]["model_overrides"])
+    model = create_model(saved["train"]["model"], spec, **overrides)
+    state = {k[len("model."):]: v for k, v in payload["state_dict"].items() if k.startswith("model.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: checkpoint does not match model {saved['train']['model']!r}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model.eval()
+    return model, saved
+
+
+def eval_split(run_dir: Path, data_dir: Path, split: str = "test") -> WindowedSplit:
+    """The eval-mode windows of ``split`` with the run's window config and vocabularies."""
+    run_dir = Path(run_dir)
+    import json
+
+    saved = json.loads((run_dir / "config.json").read_text())
+    wcfg = WindowConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in saved["window"].items()})
+    table, sizes, _ = load_segments(data_dir, min_viewers=wcfg.min_viewers)
+    spec = saved["spec"]
+    if (sizes.visual_tokens, sizes.visual_dim, sizes.text_dim) != (spec["visual_tokens"], spec["visual_dim"], spec["text_dim"]):
+        raise DataError(f"{data_dir}: feature sizes {sizes} differ from the run's ({spec}); was the model trained on other data?")
+    arr = SegmentArrays.from_table(table, sizes, wcfg)
+    vocab = np.load(run_dir / "vocab.npz")
+    index = build_windows(arr, wcfg, split, "eval")
+    if len(index.first_row) == 0:
+        raise DataError(f"{data_dir}: split {split!r} has no windows to score")
+    return WindowedSplit(arr, index, wcfg, IdVocab(vocab["streamer"]), IdVocab(vocab["live"]), "eval")
+
+
+def previous_label_scores(split: WindowedSplit, scored: Dict[str, np.ndarray]) -> np.ndarray:
+    """The trivial predictor: for target segment u, the label of segment u-1 of the same room."""
+    a = split.arr
+    key = a.live_id.astype(np.int64) * 1_000_000 + a.segment
+    order = np.argsort(key)
+    want = scored["live_id"].astype(np.int64) * 1_000_000 + scored["segment"] - 1
+    pos = order[np.searchsorted(key, want, sorter=order)]
+    return a.label[pos].astype(np.float64)
+
+
+def evaluate_run(run_dir: Path, data_dir: Path, split: str = "test", json_out: Optional[Path] = None, predictions_out: Optional[Path] = None, progress: bool = True) -> Dict[str, Any]:
+    from kuaihl_rec.metrics import evaluate_segments
+    from kuaihl_rec.train.loop import score_split
+
+    model, saved = load_trained_model(run_dir)
+    windows = eval_split(run_dir, data_dir, split)
+    scored = score_split(model, windows, batch_size=256, device=torch.device("cpu"), progress=progress)
+    metrics = evaluate_segments(scored["label"], scored["score"], room_ids=scored["live_id"])
+    trivial = evaluate_segments(scored["label"], previous_label_scores(windows, scored), room_ids=scored["live_id"])
+    result: Dict[str, Any] = {"model": saved["train"]["model"], "run": str(run_dir), "data": str(data_dir), "split": split, **metrics, "reference": {"previous_segment_label": trivial}}
+    if json_out:
+        atomic_write_json(json_out, result)
+    if predictions_out:
+        table = pa.table({
+            "live_id": pa.array(scored["live_id"], pa.int64()),
+            "streamer_id": pa.array(scored["streamer_id"], pa.int64()),
+            "segment": pa.array(scored["segment"], pa.int32()),
+            "label": pa.array(scored["label"], pa.float32()),
+            "score": pa.array(scored["score"], pa.float64()),
+        })
+        atomic_write_parquet(predictions_out, table)
+    return result

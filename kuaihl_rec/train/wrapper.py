@@ -1,0 +1,52 @@
+"""The one training wrapper that owns the loss (TorchRec's ``DLRMTrain`` shape).
+
+``TrainWrapper(model, loss)`` has ``forward(batch) -> (loss, (loss_parts, logits, labels))``, the
+form ``TrainPipelineSparseDist`` expects. Models only ever return logits (``forward(batch)``);
+models that support the DTW alignment loss also offer ``encode(batch)`` returning
+``.logits``, ``.text_seq`` and ``.visual_seq``, which the wrapper uses when the loss needs them.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import torch
+from torch import nn
+
+from kuaihl_rec.data.batch import LiveBatch
+from kuaihl_rec.losses import ContentLoss
+
+
+class TrainWrapper(nn.Module):
+    """Model + loss. ``seed`` fixes the generator of the alignment loss's random negatives."""
+
+    def __init__(self, model: nn.Module, loss: ContentLoss, seed: int = 0) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss
+        self.needs_sequences = bool(loss.config.align and loss.config.w_align > 0)
+        if self.needs_sequences and not hasattr(model, "encode"):
+            raise ValueError(
+                f"loss preset with the alignment term needs a model with encode(batch) (text/visual sequences); "
+                f"{type(model).__name__} has none: choose a loss preset without 'align'"
+            )
+        self.generator = torch.Generator()
+        self.generator.manual_seed(seed)
+
+    def forward(self, batch: LiveBatch) -> Tuple[torch.Tensor, Tuple[Dict[str, torch.Tensor], torch.Tensor, torch.Tensor]]:
+        if self.needs_sequences:
+            out = self.model.encode(batch)
+            logits, text_seq, visual_seq = out.logits, out.text_seq, out.visual_seq
+        else:
+            logits, text_seq, visual_seq = self.model(batch), None, None
+        parts = self.loss_fn(
+            logits.float(),
+            batch.labels,
+            batch.label_mask,
+            text_seq=text_seq,
+            visual_seq=visual_seq,
+            valid_mask=batch.valid,
+            generator=self.generator,
+        )
+        loss = parts["loss"]
+        return loss, ({k: v.detach() for k, v in parts.items()}, logits.detach(), batch.labels)
