@@ -23,11 +23,10 @@ logger = logging.getLogger("kuaihl")
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    """Our loggers at INFO (DEBUG with -v); everything else (torchrec, fbgemm) at WARNING."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for name in ("kuaihl", "kuaihl_rec", "baselines", "ranking"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
     # torchrec triggers a deprecation message from torch.fx at import time (see ENVIRONMENT.md).
     logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 

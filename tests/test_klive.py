@@ -511,3 +511,46 @@ def test_empty_mapping_file(tmp_path):
     with pytest.raises(DataError) as exc:
         read_klive(tmp_path)
     assert_error(exc, tmp_path / MAPPING_NAME, None, "(file)")
+
+
+def test_list_columns_split_into_chunks_when_offsets_would_overflow(tmp_path, monkeypatch):
+    import kuaihl_rec.data.klive as klive
+
+    rows = make_release(tmp_path)
+    monkeypatch.setattr(klive, "_MAX_LIST_VALUES", 2 * IMAGE_DIM + 1)  # 2 rows of visual per chunk
+    table, _ = read_klive(tmp_path)
+    assert table.column("visual").num_chunks == (len(rows) + 1) // 2
+    assert table.column("visual").type == pa.list_(pa.float32())
+    assert_matches(table, rows, {r["live_id"]: 9000 + r["live_id"] % 7 for r in rows})
+
+
+@pytest.mark.parametrize("encoding", ["json", "tsv"])
+def test_values_beyond_float32_range(tmp_path, encoding):
+    rows = make_rows([1], n_segments=3)
+    rows[2]["image_feaure"][1] = 1e300
+    path = shard(tmp_path, "train", 0)
+    write_shard(path, rows, encoding)
+    write_mapping(tmp_path, {1: 1})
+    with pytest.raises(DataError) as exc:
+        read_klive(tmp_path, splits=("train",))
+    assert "position 1" in assert_error(exc, path, 3, "image_feaure")
+    rows = make_rows([1], n_segments=3)
+    rows[1]["lvtr"] = 1e300
+    write_shard(path, rows, encoding)
+    with pytest.raises(DataError) as exc:
+        read_klive(tmp_path, splits=("train",))
+    assert_error(exc, path, 2, "lvtr")
+
+
+def test_integral_floats_and_numeric_strings_accepted(tmp_path):
+    rows = make_rows([1], n_segments=3)
+    path = shard(tmp_path, "train", 0)
+    lines = []
+    for r in rows:
+        obj = dict(r, timestamp=float(r["timestamp"]), live_id=str(r["live_id"]), lvtr=str(r["lvtr"]))
+        lines.append(json.dumps(obj))
+    path.parent.mkdir(parents=True)
+    path.write_text("\n".join(lines) + "\n")
+    write_mapping(tmp_path, {1: 1})
+    table, _ = read_klive(tmp_path, splits=("train",))
+    assert_matches(table, [dict(r, split="train") for r in rows], {1: 1})

@@ -23,7 +23,8 @@ encoding       what a line looks like
 =============  ==========================================================================
 ``json``       ``{"live_id": 1, "timestamp": 1650000000, "lvtr": 0.3,
                "image_feaure": [0.1, 0.2], "text_feaure": [0.5]}`` -- one JSON object per
-               line; vectors are JSON lists of numbers; extra keys are ignored (logged).
+               line; vectors are JSON lists of numbers; the scalar fields may also be
+               numeric strings (``"0.3"``); extra keys are ignored (logged).
 ``pydict``     the same object written as a Python literal (``{'live_id': 1, ...}``),
                read with :func:`ast.literal_eval` (slow; only when ``json`` fails).
 ``tsv-header`` a first line naming the five fields separated by tabs (any order; extra
@@ -130,6 +131,8 @@ _JSON_SCHEMA = pa.schema([
     ("text_feaure", pa.list_(pa.float32())),
 ])
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_MAX_LIST_VALUES = 2**31 - 1  # int32 offsets of list<float32>: a longer column is split into chunks
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 # ----------------------------------------------------------------------------- errors
@@ -412,12 +415,13 @@ def _parse_vectors_lists(
         arr = np.array(values)
     except (ValueError, TypeError, OverflowError):
         arr = None
-    if arr is None or arr.ndim != 2 or arr.dtype.kind not in "fiu" or not np.isfinite(arr).all():
+    if (arr is None or arr.ndim != 2 or arr.dtype.kind not in "fiu"
+            or not (np.abs(arr.astype(np.float64)) <= _F32_MAX).all()):
         for i, v in enumerate(values):
             for k, x in enumerate(v):
                 numeric = type(x) is int or isinstance(x, float)
-                if not (numeric and math.isfinite(float(x))):
-                    raise _error(path, linenos[i], field, f"{_show(x)} at position {k}", "a finite number")
+                if not (numeric and abs(float(x)) <= _F32_MAX):
+                    raise _error(path, linenos[i], field, f"{_show(x)} at position {k}", "a finite float32 number")
         raise _error(path, linenos[0], field, "values numpy could not convert", "lists of finite numbers")
     return arr.astype(np.float32, copy=False)
 
@@ -538,8 +542,14 @@ class _KLiveReader:
                 text = self._texts(path, linenos, raw["text_feaure"], "text_feaure", enc)
             live = _int_column(path, linenos, raw["live_id"], "live_id")
             ts = _int_column(path, linenos, raw["timestamp"], "timestamp")
-            lvtr = _float_column(path, linenos, raw["lvtr"], "lvtr").astype(np.float32)
+            with np.errstate(over="ignore"):  # overflow becomes inf, reported below
+                lvtr = _float_column(path, linenos, raw["lvtr"], "lvtr").astype(np.float32)
             cols = _Columns(live, ts, lvtr, image, text)
+        wild = np.flatnonzero(~np.isfinite(cols.lvtr))
+        if wild.size:
+            i = int(wild[0])
+            raise _error(path, linenos[i], "lvtr", f"a value beyond the float32 range ({lines[i][:80]!r})",
+                         "a finite float32")
         big = np.flatnonzero(np.abs(cols.timestamp) >= _MAX_SECONDS)
         if big.size:
             i = int(big[0])
@@ -585,8 +595,10 @@ class _KLiveReader:
             vectors[field] = values.reshape(len(lines), dim)
         for field in VECTOR_FIELDS:
             self._ref(field, path, linenos[0], vectors[field].shape[1])
+        with np.errstate(over="ignore"):  # overflow becomes inf, reported by _parse_chunk
+            lvtr32 = lvtr.astype(np.float32)
         return _Columns(table.column("live_id").to_numpy(), table.column("timestamp").to_numpy(),
-                        lvtr.astype(np.float32), vectors["image_feaure"], vectors["text_feaure"])
+                        lvtr32, vectors["image_feaure"], vectors["text_feaure"])
 
     def _objects(self, path: Path, enc: ShardEncoding, linenos: List[int], lines: List[str]) -> Dict[str, List[Any]]:
         objs = []
@@ -751,7 +763,7 @@ def _list_column(values: np.ndarray) -> pa.ChunkedArray:
     """An (n, d) float32 array as list<float32>, in chunks whose int32 offsets cannot overflow."""
     n, d = values.shape
     flat = np.ascontiguousarray(values).reshape(-1)
-    rows_per_chunk = max(1, (2**31 - 1) // max(d, 1))
+    rows_per_chunk = max(1, _MAX_LIST_VALUES // max(d, 1))
     chunks = []
     for lo in range(0, n, rows_per_chunk):
         hi = min(n, lo + rows_per_chunk)

@@ -83,11 +83,11 @@ def previous_label_scores(split: WindowedSplit, scored: Dict[str, np.ndarray]) -
 
 def evaluate_run(run_dir: Path, data_dir: Path, split: str = "test", json_out: Optional[Path] = None, predictions_out: Optional[Path] = None, progress: bool = True) -> Dict[str, Any]:
     from kuaihl_rec.metrics import evaluate_segments
-    from kuaihl_rec.train.loop import score_split
+    from kuaihl_rec.train.loop import plain_scorer, score_split
 
     model, saved = load_trained_model(run_dir)
     windows = eval_split(run_dir, data_dir, split)
-    scored = score_split(model, windows, batch_size=256, device=torch.device("cpu"), progress=progress)
+    scored = score_split(plain_scorer(model), windows, batch_size=256, device=torch.device("cpu"), progress=progress)
     metrics = evaluate_segments(scored["label"], scored["score"], room_ids=scored["live_id"])
     trivial = evaluate_segments(scored["label"], previous_label_scores(windows, scored), room_ids=scored["live_id"])
     result: Dict[str, Any] = {"model": saved["train"]["model"], "run": str(run_dir), "data": str(data_dir), "split": split, **metrics, "reference": {"previous_segment_label": trivial}}

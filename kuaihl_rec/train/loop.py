@@ -25,7 +25,7 @@ import platform
 import socket
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -117,43 +117,90 @@ def _global_batches(split: WindowedSplit, batch_size: int, seed: int, epoch: int
 # ------------------------------------------------------------------------------------ scoring
 
 
+def plain_scorer(model: torch.nn.Module) -> Callable[[Iterator[LiveBatch]], Iterator[torch.Tensor]]:
+    """Logits of an ordinary (unsharded, or not pipelined) model, batch by batch."""
+
+    def run(batches: Iterator[LiveBatch]) -> Iterator[torch.Tensor]:
+        was = model.training
+        model.eval()
+        try:
+            for batch in batches:
+                yield model(batch)
+        finally:
+            model.train(was)
+
+    return run
+
+
+def pipeline_scorer(pipeline, dmp: torch.nn.Module) -> Callable[[Iterator[LiveBatch]], Iterator[torch.Tensor]]:
+    """Logits through the training pipeline (its embedding modules are pipelined, so they can only be
+    called through it); in eval mode the pipeline runs forward only and the wrapper skips the loss.
+    Outputs come back in the order the batches went in."""
+
+    def run(batches: Iterator[LiveBatch]) -> Iterator[torch.Tensor]:
+        dmp.eval()
+        try:
+            while True:
+                try:
+                    _, logits, _ = pipeline.progress(batches)
+                except StopIteration:
+                    return
+                yield logits
+        finally:
+            dmp.train()
+
+    return run
+
+
 @torch.no_grad()
-def score_split(model: torch.nn.Module, split: WindowedSplit, batch_size: int, device: torch.device, rank: int = 0, world_size: int = 1, progress: bool = False) -> Dict[str, np.ndarray]:
+def score_split(
+    scorer: Callable[[Iterator[LiveBatch]], Iterator[torch.Tensor]],
+    split: WindowedSplit,
+    batch_size: int,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
+    progress: bool = False,
+) -> Dict[str, np.ndarray]:
     """Score every evaluation unit of ``split`` once (score_mask); all ranks take part and get all rows.
 
     Windows are padded to a multiple of ``batch_size * world_size`` (padding is scored and dropped)
     so every rank runs the same number of forwards. Returns flat arrays sorted by (live_id, segment):
     live_id, streamer_id, segment (the *target* segment), label, score (probability), logit.
     """
-    n = len(split)
-    global_bs = batch_size * world_size
-    n_steps = max(1, -(-n // global_bs))
-    order = np.arange(n_steps * global_bs)
-    keep_window = order < n
-    order = np.where(keep_window, order, 0) if n else order * 0
-    rows: Dict[str, List[np.ndarray]] = {k: [] for k in ("live_id", "streamer_id", "segment", "label", "logit")}
-    was_training = model.training
-    model.eval()
+    from collections import deque
+
     from tqdm.auto import tqdm
 
-    steps = range(n_steps)
-    if progress and rank == 0:
-        steps = tqdm(steps, desc=f"score {split.index.stats.split}", unit="batch", leave=False)
-    for k in steps:
-        idx = order[k * global_bs : (k + 1) * global_bs][rank * batch_size : (rank + 1) * batch_size]
-        keep = keep_window[k * global_bs : (k + 1) * global_bs][rank * batch_size : (rank + 1) * batch_size]
-        if n == 0:
-            break
-        batch = split.batch(idx).to(device)
-        logits = model(batch).float().cpu()
-        mask = batch.score_mask.cpu() & torch.from_numpy(keep)[:, None]
-        w, i = torch.nonzero(mask, as_tuple=True)
-        rows["live_id"].append(batch.live_raw.cpu()[w].numpy())
-        rows["streamer_id"].append(batch.streamer_raw.cpu()[w].numpy())
-        rows["segment"].append((batch.segment.cpu()[w, i] + 1).numpy())
-        rows["label"].append(batch.labels.cpu()[w, i].numpy())
+    n = len(split)
+    global_bs = batch_size * world_size
+    n_steps = -(-n // global_bs) if n else 0
+    padded = np.arange(n_steps * global_bs)
+    keep_window = padded < n
+    padded = np.where(keep_window, padded, 0)
+    pending: deque = deque()
+
+    def batches() -> Iterator[LiveBatch]:
+        for k in range(n_steps):
+            sl = slice(k * global_bs + rank * batch_size, k * global_bs + (rank + 1) * batch_size)
+            batch = split.batch(padded[sl])
+            keep = torch.from_numpy(keep_window[sl])[:, None]
+            pending.append((batch, keep))
+            yield batch.to(device)
+
+    rows: Dict[str, List[np.ndarray]] = {k: [] for k in ("live_id", "streamer_id", "segment", "label", "logit")}
+    bar = tqdm(total=n_steps, desc=f"score {split.index.stats.split}", unit="batch", leave=False, disable=not (progress and rank == 0))
+    for logits in scorer(batches()):
+        batch, keep = pending.popleft()
+        logits = logits.float().cpu()
+        w, i = torch.nonzero(batch.score_mask & keep, as_tuple=True)
+        rows["live_id"].append(batch.live_raw[w].numpy())
+        rows["streamer_id"].append(batch.streamer_raw[w].numpy())
+        rows["segment"].append((batch.segment[w, i] + 1).numpy())
+        rows["label"].append(batch.labels[w, i].numpy())
         rows["logit"].append(logits[w, i].numpy())
-    model.train(was_training)
+        bar.update(1)
+    bar.close()
     local = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in rows.items()}
     if world_size > 1:
         gathered: List[Any] = [None] * world_size
@@ -337,18 +384,21 @@ def train(
         while state["epoch"] < cfg.epochs and state["step"] < total_steps:
             epoch = state["epoch"]
             batches = _global_batches(data.train, cfg.batch_size, cfg.seed, epoch, rank, world_size)[state["batch_in_epoch"] :]
+            # Never hand the pipeline more batches than the step budget: it then drains through
+            # StopIteration and holds no prefetched training batch when validation runs.
+            batches = batches[: max(total_steps - state["step"], 0)]
             dmp.train()
             bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not (progress and rank == 0))
             batch_iter: Iterator[LiveBatch] = (data.train.batch(idx) for idx in batches)
             losses: List[float] = []
             t_epoch = time.perf_counter()
-            while state["step"] < total_steps:
+            while True:
                 factor = _lr_factor(state["step"], total_steps, cfg)
                 for g in dense_groups:
                     g["lr"] = g["initial_lr"] * factor
                 try:
                     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                        _, (parts, _, _) = pipeline.progress(batch_iter)
+                        parts, _, _ = pipeline.progress(batch_iter)  # the pipeline returns the model output only
                 except StopIteration:
                     break
                 loss = float(parts["loss"])
@@ -376,7 +426,7 @@ def train(
             # --- validation, early stopping, checkpoint
             record: Dict[str, Any] = {"epoch": epoch + 1, "step": state["step"], "train_loss": float(np.mean(losses)) if losses else None, "epoch_seconds": round(epoch_time, 2)}
             if len(data.val):
-                scored = score_split(dmp, data.val, cfg.eval_batch_size // world_size or 1, device, rank, world_size)
+                scored = score_split(pipeline_scorer(pipeline, dmp), data.val, max(cfg.eval_batch_size // world_size, 1), device, rank, world_size)
                 metrics = evaluate_segments(scored["label"], scored["score"], room_ids=scored["live_id"])
                 record.update({f"val_{k}": v for k, v in metrics.items() if not isinstance(v, (list, dict))})
                 objective = metrics["tau"]

@@ -34,6 +34,10 @@ class TrainWrapper(nn.Module):
         self.generator.manual_seed(seed)
 
     def forward(self, batch: LiveBatch) -> Tuple[torch.Tensor, Tuple[Dict[str, torch.Tensor], torch.Tensor, torch.Tensor]]:
+        if not self.training:  # scoring: logits only, no loss (and no random negatives drawn)
+            logits = self.model(batch)
+            zero = logits.new_zeros(())
+            return zero, ({"loss": zero, "point": zero, "pair": zero, "align": zero}, logits.detach(), batch.labels)
         if self.needs_sequences:
             out = self.model.encode(batch)
             logits, text_seq, visual_seq = out.logits, out.text_seq, out.visual_seq
@@ -49,4 +53,6 @@ class TrainWrapper(nn.Module):
             generator=self.generator,
         )
         loss = parts["loss"]
-        return loss, ({k: v.detach() for k, v in parts.items()}, logits.detach(), batch.labels)
+        # No iteration over dicts here: TrainPipelineSparseDist FX-traces this forward.
+        stats = {"loss": loss.detach(), "point": parts["point"], "pair": parts["pair"], "align": parts["align"]}
+        return loss, (stats, logits.detach(), batch.labels)
