@@ -216,16 +216,15 @@ def _room_lengths(cfg: WorldConfig, rng: np.random.Generator) -> np.ndarray:
     if cfg.total_segments is not None:
         # Spread the rounding/clipping residual over random rooms that have room to move.
         order = rng.permutation(R)
-        for _ in range(1000):
-            diff = cfg.total_segments - int(lengths.sum())
-            if diff == 0:
-                break
+        diff = cfg.total_segments - int(lengths.sum())
+        while diff != 0:
             step = 1 if diff > 0 else -1
             movable = order[(lengths[order] < hi) if step > 0 else (lengths[order] > lo)]
+            if len(movable) == 0:  # pragma: no cover - the validated bounds make this unreachable
+                raise WorldConfigError(f"world config key 'total_segments': cannot reach {cfg.total_segments}")
             take = movable[: min(abs(diff), len(movable))]
             lengths[take] += step
-        if int(lengths.sum()) != cfg.total_segments:  # pragma: no cover - validated bounds make this unreachable
-            raise WorldConfigError(f"world config key 'total_segments': cannot reach {cfg.total_segments}")
+            diff -= step * len(take)
     return lengths
 
 
@@ -668,7 +667,8 @@ def generate_world(cfg: Optional[WorldConfig] = None, progress: bool = False) ->
         }
     )
     tick("tables")
-    logger.info("world: generated in %.2f s (%s)", sum(timings.values()), ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))
+    stages = ", ".join(f"{k} {v:.2f}s" for k, v in timings.items())
+    logger.info("world: generated in %.2f s (%s)", sum(timings.values()), stages)
     return World(segments=segments, truth=truth, streamers=streamers, rooms=rooms, sizes=sizes, config=cfg, timings=timings)
 
 
@@ -746,7 +746,9 @@ def summarize_world(world: World) -> Dict[str, Any]:
             "mean_length": round(float(runs.mean()), 3) if len(runs) else None,
             "length_hist": burst_hist,
         },
-        "text_shift_share": {str(int(k)): round(float(v) / len(shift), 4) for k, v in zip(*np.unique(shift, return_counts=True))},
+        "text_shift_share": {
+            str(int(k)): round(float(v) / len(shift), 4) for k, v in zip(*np.unique(shift, return_counts=True))
+        },
         "text_nonseq_share": round(float(world.truth.column("text_nonseq").to_numpy(zero_copy_only=False).mean()), 4),
         "rooms_per_split": {s: int((split == s).sum()) for s in SPLITS},
         "segments_per_split": {s: int(np.isin(live, rooms.column("live_id").to_numpy()[split == s]).sum()) for s in SPLITS},
@@ -769,7 +771,9 @@ def _pick_room(world: World) -> int:
     ids, first, counts = np.unique(live, return_index=True, return_counts=True)
     has_hl = np.add.reduceat((state == HIGHLIGHT).astype(np.int64), first) > 0
     ok_viewers = np.add.reduceat((viewers >= world.config.min_viewers).astype(np.int64), first) >= 0.8 * counts
-    score = np.abs(counts - 120) + 1000 * ~has_hl + 500 * ~ok_viewers
+    log_v = np.log(viewers.astype(np.float64))
+    typical = np.abs(np.add.reduceat(log_v, first) / counts - np.median(log_v))  # audience of a typical size
+    score = np.abs(counts - 120) + 40.0 * typical + 1000 * ~has_hl + 500 * ~ok_viewers
     return int(ids[np.argmin(score)])
 
 
@@ -815,7 +819,8 @@ def plot_room_timeline(world: World, live_id: Optional[int] = None) -> bytes:
     low = viewers < world.config.min_viewers
     ax.plot(t, col(world.truth, "true_lvtr"), color="k", lw=1.4, label="true LVTR p_t")
     ax.scatter(t[~low], lv[~low], s=12, color="tab:blue", label="LVTR label")
-    ax.scatter(t[low], lv[low], s=12, facecolors="none", edgecolors="tab:blue", label=f"LVTR label (< {world.config.min_viewers} viewers)")
+    low_label = f"LVTR label (< {world.config.min_viewers} viewers)"
+    ax.scatter(t[low], lv[low], s=12, facecolors="none", edgecolors="tab:blue", label=low_label)
     ax.set_ylim(0, 1)
     ax.set_ylabel("LVTR")
     ax.legend(loc="lower right", fontsize=8)
@@ -829,8 +834,9 @@ def plot_room_timeline(world: World, live_id: Optional[int] = None) -> bytes:
     ax2.set_ylabel("comments")
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    handles = h1 + h2 + [Patch(color=colours[k], alpha=0.35, label=STATE_NAMES[k]) for k in range(N_STATES)]
-    ax.legend(handles, l1 + l2 + list(STATE_NAMES), loc="upper left", fontsize=8, ncol=4)
+    ax.legend(h1 + h2, l1 + l2, loc="upper left", fontsize=8)
+    patches = [Patch(color=colours[k], alpha=0.35, label=STATE_NAMES[k]) for k in range(N_STATES)]
+    fig.legend(handles=patches, loc="outside lower center", ncol=N_STATES, fontsize=8, title="hidden state", title_fontsize=8)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
     plt.close(fig)
@@ -851,7 +857,8 @@ def write_world(world: World, out_dir: Union[str, Path], figure: bool = True) ->
     out = Path(out_dir)
     cfg = world.config
     paths: Dict[str, Path] = {}
-    write_segment_table(world.segments, out, world.sizes, extra={"source": "synthetic world", "preset": cfg.preset, "seed": cfg.seed})
+    extra = {"source": "synthetic world", "preset": cfg.preset, "seed": cfg.seed, "min_viewers": cfg.min_viewers}
+    write_segment_table(world.segments, out, world.sizes, extra=extra)
     paths["dataset"] = out / "dataset.json"
     paths["segments"] = out / "segments"
     for name, table in (("segments_truth", world.truth), ("streamers", world.streamers), ("rooms", world.rooms)):

@@ -123,7 +123,7 @@ class WorldConfig:
     ctr_noise_sigma: float = 0.15
 
     # --- audience and counters -------------------------------------------------------------
-    exposures_per_segment: float = 700.0
+    exposures_per_segment: float = 600.0
     popularity_sigma: float = 0.8
     popularity_appeal_corr: float = 0.4
     traffic_amplitude: float = 0.6
@@ -348,8 +348,11 @@ def _read_yaml(path: Union[str, Path]) -> Dict[str, Any]:
     return data
 
 
-def _resolve_presets(raw: Mapping[str, Any], where: str) -> Dict[str, WorldConfig]:
-    """Resolve a ``presets:`` mapping; a preset may name a base with ``preset: NAME``."""
+def _resolve_presets(
+    raw: Mapping[str, Any], where: str, fallback: Optional[Mapping[str, WorldConfig]] = None
+) -> Dict[str, WorldConfig]:
+    """Resolve a ``presets:`` mapping; a preset may name a base with ``preset: NAME``
+    (another preset of the same mapping, else one of ``fallback``)."""
     if not isinstance(raw, Mapping) or not raw:
         raise WorldConfigError(f"{where}: 'presets' must be a non-empty mapping of name -> knobs")
     resolved: Dict[str, WorldConfig] = {}
@@ -360,7 +363,10 @@ def _resolve_presets(raw: Mapping[str, Any], where: str) -> Dict[str, WorldConfi
         if name in stack:
             raise WorldConfigError(f"{where}: presets refer to each other in a cycle: {' -> '.join(stack + (name,))}")
         if name not in raw:
-            raise WorldConfigError(f"{where}: unknown preset {name!r}; known: {sorted(raw)}")
+            if fallback and name in fallback:
+                return fallback[name]
+            known = sorted(set(raw) | set(fallback or {}))
+            raise WorldConfigError(f"{where}: unknown preset {name!r}; known: {known}")
         body = dict(raw[name] or {})
         if not isinstance(raw[name] or {}, Mapping):
             raise WorldConfigError(f"{where}: preset {name!r} must be a mapping of knobs")
@@ -411,7 +417,7 @@ def load_world_config(preset: Optional[str] = None, path: Optional[Union[str, Pa
             extra = sorted(set(data) - {"presets"})
             if extra:
                 raise WorldConfigError(f"{path}: a presets file has only the key 'presets'; also found {extra}")
-            presets = {**WORLD_PRESETS, **_resolve_presets(data["presets"], str(path))}
+            presets = {**WORLD_PRESETS, **_resolve_presets(data["presets"], str(path), fallback=WORLD_PRESETS)}
         else:
             body = dict(data)
             file_preset = body.pop("preset", None)
