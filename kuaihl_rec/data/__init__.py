@@ -1,38 +1,38 @@
-"""The segment-data contract: schema, validation, windowing, batches, the synthetic world and the KLive reader."""
+"""The segment-data contract: schema, validation, windowing, batches, the synthetic world and the KLive reader.
 
-from kuaihl_rec.data.batch import SPARSE_KEYS, BatchSpec, LiveBatch, make_id_features
-from kuaihl_rec.data.io import DataError, write_segment_table
-from kuaihl_rec.data.schema import COUNTER_COLUMNS, FeatureSizes
-from kuaihl_rec.data.validate import ValidationReport, load_segments, validate_path
-from kuaihl_rec.data.windows import (
-    IdVocab,
-    SegmentArrays,
-    WindowConfig,
-    WindowedSplit,
-    build_windows,
-    fit_vocabs,
-    hash_split,
-    window_splits,
-)
+Names are imported lazily (PEP 562), so ``kuaihl world`` or ``kuaihl validate`` do not pay for
+importing torch and TorchRec, which only :mod:`batch` and :mod:`windows` need.
+"""
 
-__all__ = [
-    "BatchSpec",
-    "COUNTER_COLUMNS",
-    "SPARSE_KEYS",
-    "DataError",
-    "FeatureSizes",
-    "IdVocab",
-    "LiveBatch",
-    "SegmentArrays",
-    "ValidationReport",
-    "WindowConfig",
-    "WindowedSplit",
-    "build_windows",
-    "fit_vocabs",
-    "hash_split",
-    "load_segments",
-    "make_id_features",
-    "validate_path",
-    "window_splits",
-    "write_segment_table",
-]
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "SPARSE_KEYS": "batch",
+    "BatchSpec": "batch",
+    "LiveBatch": "batch",
+    "make_id_features": "batch",
+    "DataError": "io",
+    "write_segment_table": "io",
+    "COUNTER_COLUMNS": "schema",
+    "FeatureSizes": "schema",
+    "ValidationReport": "validate",
+    "load_segments": "validate",
+    "validate_path": "validate",
+    "IdVocab": "windows",
+    "SegmentArrays": "windows",
+    "WindowConfig": "windows",
+    "WindowedSplit": "windows",
+    "build_windows": "windows",
+    "fit_vocabs": "windows",
+    "hash_split": "windows",
+    "window_splits": "windows",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f"kuaihl_rec.data.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'kuaihl_rec.data' has no attribute {name!r}")

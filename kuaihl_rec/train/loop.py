@@ -352,7 +352,7 @@ def train(
         for f in ("metrics.jsonl", "steps.jsonl"):
             (run_dir / f).unlink(missing_ok=True)
 
-    state: Dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_tau": -math.inf, "best_name": None, "bad_epochs": 0, "history": []}
+    state: Dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "epoch_loss_sum": 0.0, "best_tau": -math.inf, "best_name": None, "bad_epochs": 0, "history": []}
     if resume:
         ckpt = latest_checkpoint(ckpt_root)
         if ckpt is None:
@@ -401,10 +401,15 @@ def train(
                         parts, _, _ = pipeline.progress(batch_iter)  # the pipeline returns the model output only
                 except StopIteration:
                     break
-                loss = float(parts["loss"])
+                loss_t = parts["loss"].detach().clone()
+                if world_size > 1:  # log the global batch's loss, not this rank's share
+                    dist.all_reduce(loss_t)
+                    loss_t /= world_size
+                loss = float(loss_t)
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"training loss became {loss} at step {state['step']} (epoch {epoch}); lower the learning rate")
                 losses.append(loss)
+                state["epoch_loss_sum"] += loss
                 state["step"] += 1
                 state["batch_in_epoch"] += 1
                 samples_seen += cfg.batch_size
@@ -412,7 +417,7 @@ def train(
                 rate = samples_seen / (time.perf_counter() - t_start)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", samples_s=f"{rate:.0f}")
                 if step_log:
-                    step_log.write(json.dumps({"step": state["step"], "epoch": epoch, **{k: round(float(v), 6) for k, v in parts.items()}}) + "\n")
+                    step_log.write(json.dumps({"step": state["step"], "epoch": epoch, "loss": loss, **{k: float(parts[k]) for k in ("point", "pair", "align")}}) + "\n")
                     step_log.flush()
                 if stop_after_steps is not None and state["step"] >= stop_after_steps:
                     logger.warning("stop_after_steps=%d reached: exiting abruptly (simulated kill)", stop_after_steps)
@@ -424,7 +429,7 @@ def train(
             bar.close()
             epoch_time = time.perf_counter() - t_epoch
             # --- validation, early stopping, checkpoint
-            record: Dict[str, Any] = {"epoch": epoch + 1, "step": state["step"], "train_loss": float(np.mean(losses)) if losses else None, "epoch_seconds": round(epoch_time, 2)}
+            record: Dict[str, Any] = {"epoch": epoch + 1, "step": state["step"], "train_loss": state["epoch_loss_sum"] / max(state["batch_in_epoch"], 1), "epoch_seconds": round(epoch_time, 2)}
             if len(data.val):
                 scored = score_split(pipeline_scorer(pipeline, dmp), data.val, max(cfg.eval_batch_size // world_size, 1), device, rank, world_size)
                 metrics = evaluate_segments(scored["label"], scored["score"], room_ids=scored["live_id"])
@@ -434,6 +439,7 @@ def train(
                 objective = -(record["train_loss"] or 0.0)
             state["epoch"] += 1
             state["batch_in_epoch"] = 0
+            state["epoch_loss_sum"] = 0.0
             improved = objective > state["best_tau"]
             if improved:
                 state["best_tau"], state["bad_epochs"] = objective, 0
