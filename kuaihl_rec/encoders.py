@@ -66,6 +66,11 @@ class EncoderConfig:
     so the config stays hashable). ``image_size`` is the side the frames are resized to (and the
     Swin's ``img_size``). ``vision_seed`` seeds the random initialisation used without a checkpoint,
     so features are reproducible either way.
+
+    ``text_pooling`` defaults to ``"mean"`` (masked mean over tokens), not the papers' <CLS>:
+    the packaged all-MiniLM-L6-v2 was trained with mean pooling, and on our fixture its <CLS>
+    vector barely separates topics (cosine 0.75 close vs 0.58 unrelated, against 0.54 vs 0.06 with
+    mean pooling). ``"cls"`` remains available for BERT-style encoders trained with it.
     """
 
     vision_model: str = "swin_tiny_patch4_window7_224"
@@ -77,7 +82,7 @@ class EncoderConfig:
     visual_token_mode: str = "pooled"
     text_model: str = "minilm"
     max_tokens: int = 200
-    text_pooling: str = "cls"
+    text_pooling: str = "mean"
 
     def __post_init__(self) -> None:
         if self.visual_token_mode not in VISUAL_TOKEN_MODES:
