@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from typing import Dict, Optional, Tuple, Union
+from typing import Callable, Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +71,20 @@ _DTW_BIG = 1.0e10
 _MAX_RESAMPLE = 64
 
 
+Normalizer = Callable[[Tensor], Tensor]
+
+
+def _mean(total: Tensor, count: Tensor, normalizer: Optional[Normalizer]) -> Tensor:
+    """``total / count`` (count clamped to 1), or ``total / normalizer(count)``.
+
+    A normalizer makes a data-parallel loss equal the loss of the whole global batch: with R ranks
+    whose gradients are averaged (DDP), ``normalizer(c) = all_reduce(c) / R`` gives
+    ``mean_r(total_r / (C / R)) = sum_r total_r / C`` -- the global mean, whatever each rank's count.
+    """
+    count = count.to(total.dtype)
+    return total / (normalizer(count) if normalizer is not None else count).clamp_min(1)
+
+
 def _zero_like(*tensors: Tensor) -> Tensor:
     """A differentiable scalar zero connected to ``tensors`` (its gradient is all zeros)."""
     total = tensors[0].new_zeros(())
@@ -90,7 +104,7 @@ def _as_bool_mask(mask: Optional[Tensor], like: Tensor, name: str) -> Tensor:
 # --------------------------------------------------------------------------------------------
 # Pointwise
 # --------------------------------------------------------------------------------------------
-def pointwise_loss(logits: Tensor, labels: Tensor, label_mask: Optional[Tensor] = None) -> Tensor:
+def pointwise_loss(logits: Tensor, labels: Tensor, label_mask: Optional[Tensor] = None, normalizer: Optional[Normalizer] = None) -> Tensor:
     """Binary cross-entropy between ``s = sigmoid(logits)`` and soft labels ``y`` in [0, 1].
 
     KuaiHL eq. 8 (ContentCTR eq. 6): ``-1/n sum_i [y_i log s_i + (1 - y_i) log(1 - s_i)]``,
@@ -117,7 +131,7 @@ def pointwise_loss(logits: Tensor, labels: Tensor, label_mask: Optional[Tensor] 
     per_pos = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
     # where + clamp instead of boolean indexing: no host sync, and 0 (with gradient) when empty.
     total = torch.where(mask, per_pos, torch.zeros_like(per_pos)).sum()
-    return total / mask.sum().clamp_min(1).to(per_pos.dtype)
+    return _mean(total, mask.sum(), normalizer)
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,6 +179,7 @@ def pairwise_loss(
     variant: str = "L1",
     sigma: float = 10.0,
     scope: str = "window",
+    normalizer: Optional[Normalizer] = None,
 ) -> Tensor:
     """Pairwise logistic ranking loss with the border masks of KuaiHL eq. 9-12 / ContentCTR eq. 10-13.
 
@@ -202,7 +217,7 @@ def pairwise_loss(
     per_pair = F.softplus(-sigma * ds)
     # where + clamp instead of boolean indexing: no host sync, and 0 (with gradient) when none.
     total = torch.where(keep, per_pair, torch.zeros_like(per_pair)).sum()
-    return total / keep.sum().clamp_min(1).to(per_pair.dtype)
+    return _mean(total, keep.sum(), normalizer)
 
 
 # --------------------------------------------------------------------------------------------
@@ -539,6 +554,7 @@ def alignment_loss(
     augment_gamma: float = 0.1,
     normalize: str = "length",
     generator: Optional[torch.Generator] = None,
+    normalizer: Optional[Normalizer] = None,
 ) -> Tensor:
     """DTW alignment InfoNCE loss (KuaiHL eq. 4-7, ContentCTR eq. 7-9).
 
@@ -591,7 +607,8 @@ def alignment_loss(
     )
     if not bool(usable.any()):
         logger.debug("alignment loss: no window has distinct negatives; returning zero")
-        return _zero_like(text_seq, visual_seq)
+        # The normalizer may be a collective: call it on this path too, so every rank calls it.
+        return _mean(_zero_like(text_seq, visual_seq), torch.zeros((), device=text_seq.device), normalizer)
     # Only the usable windows enter the DP.
     keep = usable.nonzero(as_tuple=True)[0]
     orders = torch.cat((positive[:, None, :], negatives), dim=1)[keep]  # [b', 1+N, n]
@@ -602,7 +619,7 @@ def alignment_loss(
     per_window = torch.logsumexp(logits, dim=1) - logits[:, 0]
     if keep.numel() < text_seq.shape[0]:
         logger.debug("alignment loss: %d of %d windows used", keep.numel(), text_seq.shape[0])
-    return per_window.mean()
+    return _mean(per_window.sum(), torch.tensor(float(keep.numel()), device=per_window.device), normalizer)
 
 
 # --------------------------------------------------------------------------------------------
@@ -720,6 +737,8 @@ class ContentLoss(nn.Module):
                 raise ValueError(f"unknown loss preset {config!r}; known: {sorted(LOSS_PRESETS)}")
             config = LOSS_PRESETS[config]
         self.config = config
+        # Default normalizer for forward() (set by a data-parallel trainer; see _mean).
+        self.normalizer: Optional[Normalizer] = None
 
     def forward(
         self,
@@ -730,6 +749,7 @@ class ContentLoss(nn.Module):
         visual_seq: Optional[Tensor] = None,
         valid_mask: Optional[Tensor] = None,
         generator: Optional[torch.Generator] = None,
+        normalizer: Optional[Normalizer] = None,
     ) -> Dict[str, Tensor]:
         """Compute the weighted total.
 
@@ -739,17 +759,21 @@ class ContentLoss(nn.Module):
                 (and ``w_align > 0``).
             valid_mask: ``[b, n]`` valid (prefix) positions for the alignment; ``None`` = all.
             generator: optional ``torch.Generator`` for the alignment's random draws.
+            normalizer: maps each term's local count (positions, pairs, windows) to the count it
+                is divided by; the trainer passes ``all_reduce(count) / world_size`` so that
+                data-parallel training optimises the global batch's mean (see :func:`_mean`).
 
         Returns:
             ``{"loss": total (with gradient), "point", "pair", "align"}``; the components are
             detached, unweighted, and 0 when switched off.
         """
         cfg = self.config
-        point = pointwise_loss(logits, labels, label_mask)
+        normalizer = normalizer if normalizer is not None else self.normalizer
+        point = pointwise_loss(logits, labels, label_mask, normalizer=normalizer)
         total = cfg.w_point * point
         if cfg.pair_variant != "none":
             pair = pairwise_loss(
-                logits, labels, label_mask, variant=cfg.pair_variant, sigma=cfg.sigma, scope=cfg.pair_scope
+                logits, labels, label_mask, variant=cfg.pair_variant, sigma=cfg.sigma, scope=cfg.pair_scope, normalizer=normalizer
             )
             total = total + cfg.w_pair * pair
         else:
@@ -772,6 +796,7 @@ class ContentLoss(nn.Module):
                 augment_gamma=cfg.augment_gamma,
                 normalize=cfg.align_norm,
                 generator=generator,
+                normalizer=normalizer,
             )
             total = total + cfg.w_align * align
         else:

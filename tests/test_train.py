@@ -164,3 +164,31 @@ def test_two_ranks_under_torchrun_match_single_process(tiny_world, tmp_path):
     eb = json.loads((tmp_path / "two" / "metrics.jsonl").read_text().splitlines()[-1])
     assert eb["val_n_segments"] == ea["val_n_segments"]
     assert eb["val_tau"] == pytest.approx(ea["val_tau"], abs=2e-3)
+
+
+def test_global_normalizer_makes_rank_losses_average_to_the_global_batch_loss():
+    """Two simulated ranks with unequal label counts: with normalizer(c) = (c_A + c_B) / 2 the mean of
+    the two ranks' losses (what DDP's gradient averaging optimises) equals the loss of the whole batch."""
+    import torch
+
+    from kuaihl_rec.losses import pairwise_loss, pointwise_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(6, 8, generator=g), torch.rand(6, 8, generator=g)
+    mask = torch.rand(6, 8, generator=g) > 0.3
+    mask[:3, 5:] = False  # rank A has fewer labels than rank B
+    halves = (slice(0, 3), slice(3, 6))
+    for fn, count in ((pointwise_loss, lambda m, lo, y: m.sum()), (pairwise_loss, None)):
+        whole = fn(logits, labels, mask)
+        if count is None:  # pair counts: run once to read them through a recording normalizer
+            seen = []
+            for h in halves:
+                fn(logits[h], labels[h], mask[h], normalizer=lambda c: seen.append(c) or c)
+            counts = seen
+        else:
+            counts = [count(mask[h], logits[h], labels[h]).float() for h in halves]
+        mean_count = (counts[0] + counts[1]) / 2
+        per_rank = [fn(logits[h], labels[h], mask[h], normalizer=lambda c: mean_count) for h in halves]
+        assert torch.allclose((per_rank[0] + per_rank[1]) / 2, whole, atol=1e-6)
+        naive = [fn(logits[h], labels[h], mask[h]) for h in halves]
+        assert not torch.allclose((naive[0] + naive[1]) / 2, whole, atol=1e-4)  # the naive mean differs

@@ -11,10 +11,20 @@ from __future__ import annotations
 from typing import Dict, Tuple
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from kuaihl_rec.data.batch import LiveBatch
 from kuaihl_rec.losses import ContentLoss
+
+
+def global_count(count: torch.Tensor) -> torch.Tensor:
+    """``all_reduce(count) / world_size``: with DDP's gradient averaging, each loss term then is the
+    mean over the *global* batch (see ``kuaihl_rec.losses._mean``), so R ranks train exactly like one
+    process on the same global batches."""
+    total = count.detach().clone()
+    dist.all_reduce(total)
+    return total / dist.get_world_size()
 
 
 class TrainWrapper(nn.Module):
@@ -32,6 +42,9 @@ class TrainWrapper(nn.Module):
             )
         self.generator = torch.Generator()
         self.generator.manual_seed(seed)
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            # an attribute, not a forward argument: the pipeline FX-traces this module's forward
+            self.loss_fn.normalizer = global_count
 
     def forward(self, batch: LiveBatch) -> Tuple[torch.Tensor, Tuple[Dict[str, torch.Tensor], torch.Tensor, torch.Tensor]]:
         if not self.training:  # scoring: logits only, no loss (and no random negatives drawn)
