@@ -1,0 +1,307 @@
+"""ContentCTR (2023) and KuaiHL (ICME 2024): the multimodal content model, its Table 1 variants,
+modality ablations and the highlight-detection mode, as configurations of one module.
+
+Data flow (ContentCTR 3.2, Algorithms 1-2; shapes for ``b`` windows of ``n`` segments)::
+
+    S_p = proj_1(visual)              [b, n, k_v, d]   (eq. 2; visual features pre-extracted)
+    S_a = proj_2(text)                [b, n, 1, d]     (eq. 2; <CLS> text vector)
+    E_f = concat([S_p, S_a], dim=2)   [b, n, k, d]     k = k_v + 1 (3.2.1)
+    E_u = streamer embedding          [b, d]           TorchRec EmbeddingCollection, repeated n times
+    E_p = Fusion(E_f, E_u)            [b, n, d]        Perceiver block, Algorithm 1 (or a Table 1 variant)
+    H   = Decoder(E_p, causal mask)   [b, n, d]        Algorithm 2, eq. 5
+    logits = H W + c                  [b, n]           s = sigmoid(logits)
+
+KuaiHL is the same network trained with the augmented alignment loss; the two registry entries
+differ only by ``default_loss`` (the :data:`kuaihl_rec.losses.LOSS_PRESETS` name a trainer should use).
+
+The streamer id is looked up in a TorchRec :class:`~torchrec.EmbeddingCollection` (table
+``"streamer"``, feature ``"streamer_id"``) built by the factory and passed in, so
+``DistributedModelParallel`` can shard it. The model hands ``batch.sparse_features`` to the
+collection unchanged (the collection only reads its own feature ``"streamer_id"``; the
+``"live_id"`` key, meant for the ID baselines, is ignored), which keeps the lookup pipelineable
+by ``TrainPipelineSparseDist``: :meth:`ContentCTR.encode` has no data-dependent control flow,
+every check lives inside the dense sub-modules.
+
+ContentCTR-HL (``content_hl``, ContentCTR 4.2 / Table 2): the id embedding is replaced by a
+"user history feature" and the mask is fully visible. The papers use the user's history
+highlight frames; our data has none, so **the history feature is a proxy**: the mean of the
+window's fused tokens E_f over all real positions (``batch.valid``) and tokens, followed by a
+linear map. It sees the whole window, so this mode is not causal by design (it scores a whole
+video, like the PHD task), and the decoder uses ``batch.valid`` as key-padding mask.
+
+Without the id (``use_id=False``) a learned latent vector shared by all streamers replaces E_u
+(the "learned latent query" of a Perceiver), so every fusion mode keeps its equations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, NamedTuple, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+from torchrec import EmbeddingCollection, EmbeddingConfig
+
+from kuaihl_rec.data.batch import BatchSpec, LiveBatch
+from kuaihl_rec.model.blocks import MLPHead
+from kuaihl_rec.model.config import ContentConfig, content_config
+from kuaihl_rec.model.decoder import CausalDecoder
+from kuaihl_rec.model.perceiver import PerceiverFusion
+from kuaihl_rec.model.registry import register_model
+
+STREAMER_TABLE = "streamer"
+STREAMER_FEATURE = "streamer_id"
+
+
+class ContentOutput(NamedTuple):
+    """What :meth:`ContentCTR.encode` returns.
+
+    logits: float32 ``[b, n]``.
+    text_seq: ``[b, n, d]`` projected text sequence S_a (None when text is ablated).
+    visual_seq: ``[b, n, d]`` projected visual sequence S_p, visual tokens mean-pooled per segment
+        (None when visual is ablated). These two feed the DTW alignment loss.
+    """
+
+    logits: Tensor
+    text_seq: Optional[Tensor]
+    visual_seq: Optional[Tensor]
+
+
+def build_streamer_embedding(spec: BatchSpec, config: ContentConfig, device: Optional[torch.device] = None) -> EmbeddingCollection:
+    """The streamer table: one ``EmbeddingConfig`` "streamer" (feature "streamer_id"),
+    ``spec.num_streamers`` rows of width ``config.id_dim or config.d``.
+
+    Initialised by TorchRec's default initialiser from the global torch RNG (deterministic under
+    ``torch.manual_seed``); ``device="meta"`` defers allocation to ``DistributedModelParallel``.
+    """
+    return EmbeddingCollection(
+        tables=[
+            EmbeddingConfig(
+                name=STREAMER_TABLE,
+                embedding_dim=config.id_dim or config.d,
+                num_embeddings=spec.num_streamers,
+                feature_names=[STREAMER_FEATURE],
+            )
+        ],
+        device=device if device is not None else torch.device("cpu"),
+    )
+
+
+class FeatureFusion(nn.Module):
+    """Projection heads and token fusion (ContentCTR 3.2.1, eq. 2): E_f ``[b, n, k, d]``.
+
+    Tokens, in order: k_v visual tokens ``proj_1(visual)`` (if ``use_visual``), the text token
+    ``proj_2(text)`` (if ``use_text``), the counter token ``proj_c(log1p(counters))`` (if
+    ``use_counters``). Returns ``(E_f, text_seq [b, n, d] | None, visual_seq [b, n, d] | None)``,
+    where ``visual_seq`` is the mean of the visual tokens of each segment.
+    """
+
+    def __init__(self, spec: BatchSpec, config: ContentConfig) -> None:
+        super().__init__()
+        c = config
+        self.proj_visual = MLPHead(spec.visual_dim, c.d, c.dropout, c.input_norm) if c.use_visual else None
+        self.proj_text = MLPHead(spec.text_dim, c.d, c.dropout, c.input_norm) if c.use_text else None
+        self.proj_counters = nn.Linear(spec.n_counters, c.d) if c.use_counters else None
+        self.drop = nn.Dropout(c.dropout)
+        self.n_tokens = (spec.visual_tokens if c.use_visual else 0) + int(c.use_text) + int(c.use_counters)
+
+    def forward(self, visual: Tensor, text: Tensor, counters: Tensor) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+        tokens = []
+        visual_seq = text_seq = None
+        if self.proj_visual is not None:
+            s_p = self.proj_visual(visual)  # [b, n, k_v, d]
+            visual_seq = s_p.mean(dim=2)
+            tokens.append(s_p)
+        if self.proj_text is not None:
+            s_a = self.proj_text(text)  # [b, n, d]
+            text_seq = s_a
+            tokens.append(s_a.unsqueeze(2))
+        if self.proj_counters is not None:
+            tokens.append(self.proj_counters(torch.log1p(counters.clamp(min=0))).unsqueeze(2))
+        e_f = self.drop(torch.cat(tokens, dim=2))
+        return e_f, text_seq, visual_seq
+
+
+class HistoryFeature(nn.Module):
+    """ContentCTR-HL's history feature, proxy (see module doc): ``W mean_{valid i, tokens}(E_f) + c``.
+
+    Shapes: ``e_f [b, n, k, d]``, ``valid`` bool ``[b, n]`` -> ``[b, d]``.
+    """
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(d, d)
+
+    def forward(self, e_f: Tensor, valid: Tensor) -> Tensor:
+        w = valid.to(e_f.dtype)[:, :, None]  # [b, n, 1]
+        summed = (e_f.mean(dim=2) * w).sum(dim=1)  # [b, d]
+        return self.proj(summed / w.sum(dim=1).clamp(min=1.0))
+
+
+class LearnedLatent(nn.Module):
+    """A learned latent vector shared by every window (E_u when the id is ablated): ``[b, d]``."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.latent = nn.Parameter(torch.randn(d) * 0.02)
+
+    def forward(self, e_f: Tensor) -> Tensor:
+        return self.latent.expand(e_f.shape[0], -1)
+
+
+class ContentTower(nn.Module):
+    """Fusion (Algorithm 1 or a variant) + decoder (Algorithm 2) + linear head: logits ``[b, n]``.
+
+    Shapes: ``e_f [b, n, k, d]``, ``u [b, d]`` (one latent per window, repeated over the n
+    positions), ``valid`` bool ``[b, n]`` (key padding, fully visible mode only).
+    """
+
+    def __init__(self, config: ContentConfig) -> None:
+        super().__init__()
+        self.window = config.window
+        self.fusion = PerceiverFusion(config)
+        self.decoder = CausalDecoder(config)
+        self.head = nn.Linear(config.d, 1)
+
+    def forward(self, e_f: Tensor, u: Optional[Tensor], valid: Tensor) -> Tensor:
+        b, n, k, d = e_f.shape
+        if n > self.window:
+            raise ValueError(f"window of {n} positions, but the model's positional embedding covers {self.window} (ContentConfig.window)")
+        x_f = e_f.reshape(b * n, k, d)  # Algorithm 1: flatten(x_f)
+        x_u = None
+        if u is not None:
+            if u.shape != (b, d):
+                raise ValueError(
+                    f"id latent must be [b, d] = [{b}, {d}] (one streamer id per window), got {tuple(u.shape)}"
+                )
+            x_u = u[:, None, None, :].expand(b, n, 1, d).reshape(b * n, 1, d)  # n x E_u, flattened
+        e_p = self.fusion(x_f, x_u).reshape(b, n, d)  # unflatten
+        h = self.decoder(e_p, valid)
+        return self.head(h).squeeze(-1).float()
+
+
+class ContentCTR(nn.Module):
+    """The content model. ``forward(batch) -> logits [b, n]``; ``encode(batch) -> ContentOutput``.
+
+    Args:
+        spec: batch sizes (feature widths, table rows, window).
+        config: a :class:`ContentConfig` (see :data:`~kuaihl_rec.model.config.CONTENT_PRESETS`).
+        embedding_collection: the streamer table (:func:`build_streamer_embedding`); required
+            exactly when ``config.use_id and config.id_source == "streamer"``.
+        default_loss: the loss preset name a trainer should use with this model.
+
+    Example::
+
+        >>> import torch
+        >>> from kuaihl_rec.data.batch import BatchSpec
+        >>> spec = BatchSpec(visual_tokens=1, visual_dim=8, text_dim=6, num_streamers=5, num_lives=9, n_counters=10, window=4)
+        >>> cfg = ContentConfig(d=8, n_heads=2, d_head=4, n_perceiver_layers=1, n_decoder_layers=1, window=4)
+        >>> model = ContentCTR(spec, cfg, build_streamer_embedding(spec, cfg))
+        >>> model.config.fusion
+        'perceiver'
+    """
+
+    default_loss: str = "contentctr"
+
+    def __init__(
+        self,
+        spec: BatchSpec,
+        config: ContentConfig,
+        embedding_collection: Optional[EmbeddingCollection] = None,
+        default_loss: Optional[str] = None,
+    ) -> None:
+        super().__init__()
+        self.spec = spec
+        self.config = config
+        if default_loss is not None:
+            self.default_loss = default_loss
+        if config.uses_streamer_table:
+            if embedding_collection is None:
+                raise ValueError("this configuration reads the streamer id: pass embedding_collection=build_streamer_embedding(spec, config)")
+            _check_streamer_table(embedding_collection, config.id_dim or config.d)
+        elif embedding_collection is not None:
+            raise ValueError("this configuration does not read the streamer id (use_id=False or id_source='history'); pass embedding_collection=None")
+        self.embedding_collection = embedding_collection
+        self.features = FeatureFusion(spec, config)
+        id_dim = config.id_dim or config.d
+        self.id_proj: Optional[nn.Module] = None
+        self.history: Optional[HistoryFeature] = None
+        self.latent: Optional[LearnedLatent] = None
+        if config.uses_streamer_table:
+            self.id_proj = nn.Linear(id_dim, config.d) if id_dim != config.d else nn.Identity()
+        elif config.use_id:  # id_source == "history"
+            self.history = HistoryFeature(config.d)
+        elif config.fusion != "self_plain":
+            self.latent = LearnedLatent(config.d)
+        self.tower = ContentTower(config)
+
+    def encode(self, batch: LiveBatch) -> ContentOutput:
+        """Logits and the projected text / visual sequences (for the alignment loss)."""
+        e_f, text_seq, visual_seq = self.features(batch.visual, batch.text, batch.counters)
+        u: Optional[Tensor] = None
+        if self.embedding_collection is not None:
+            # dict of JaggedTensors; one id (one row of width id_dim) per window -> [b, id_dim]
+            emb = self.embedding_collection(batch.sparse_features)[STREAMER_FEATURE].values()
+            u = self.id_proj(emb)
+        elif self.history is not None:
+            u = self.history(e_f, batch.valid)
+        elif self.latent is not None:
+            u = self.latent(e_f)
+        logits = self.tower(e_f, u, batch.valid)
+        return ContentOutput(logits, text_seq, visual_seq)
+
+    def forward(self, batch: LiveBatch) -> Tensor:
+        """Float32 logits ``[b, n]`` (s = sigmoid(logits) predicts the next segment's label)."""
+        return self.encode(batch).logits
+
+
+def _check_streamer_table(ec: EmbeddingCollection, dim: int) -> None:
+    configs = ec.embedding_configs()
+    found = [c for c in configs if STREAMER_FEATURE in c.feature_names]
+    if len(found) != 1:
+        raise ValueError(f"embedding_collection must have exactly one table reading feature {STREAMER_FEATURE!r}, got {[c.name for c in configs]}")
+    if found[0].embedding_dim != dim:
+        raise ValueError(f"streamer table width {found[0].embedding_dim} != id_dim {dim}")
+
+
+# --------------------------------------------------------------------------------------------
+# Registry: every variant is a set of fixed ContentConfig fields over the same code.
+# --------------------------------------------------------------------------------------------
+_CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(ContentConfig))
+
+# name -> (fixed ContentConfig fields, default loss preset, what it is)
+CONTENT_VARIANTS: Dict[str, Tuple[Dict[str, Any], str, str]] = {
+    "content": ({}, "contentctr", "ContentCTR: Perceiver fusion (Algorithm 1) + causal decoder (Algorithm 2)"),
+    "kuaihl": ({}, "kuaihl", "KuaiHL: the ContentCTR network trained with the augmented alignment loss"),
+    "self_attention_plain": ({"fusion": "self_plain", "use_id": False}, "contentctr", "ContentCTR Table 1 SelfAttention-plain"),
+    "self_attention_input": ({"fusion": "self_input"}, "contentctr", "ContentCTR Table 1 SelfAttention-input"),
+    "cross_attention_q": ({"fusion": "cross_q"}, "contentctr", "ContentCTR Table 1 CrossAttention-q"),
+    "cross_attention_kv": ({"fusion": "cross_kv"}, "contentctr", "ContentCTR Table 1 CrossAttention-kv"),
+    "cross_attention_qkv": ({"fusion": "cross_qkv"}, "contentctr", "ContentCTR Table 1 CrossAttention-qkv"),
+    "content_no_id": ({"use_id": False}, "contentctr", "modality ablation: without ID"),
+    "content_no_text": ({"use_text": False}, "contentctr", "modality ablation: without text"),
+    "content_no_visual": ({"use_visual": False}, "contentctr", "modality ablation: without visual"),
+    # ContentCTR-HL optimises point + align only (ContentCTR 4.2): loss preset "contentctr_hl".
+    "content_hl": ({"id_source": "history", "causal": False}, "contentctr_hl", "ContentCTR-HL: history feature, fully visible mask"),
+}
+
+
+def _make_factory(name: str, fixed: Dict[str, Any], default_loss: str, doc: str):
+    def factory(spec: BatchSpec, preset: str = "small", **overrides: Any) -> ContentCTR:
+        cfg = content_config(preset, **{"window": spec.window, **overrides, **fixed})
+        ec = build_streamer_embedding(spec, cfg) if cfg.uses_streamer_table else None
+        return ContentCTR(spec, cfg, ec, default_loss=default_loss)
+
+    factory.__name__ = name
+    factory.__qualname__ = name
+    factory.__doc__ = (
+        f"{doc}.\n\nFixed fields: {fixed or 'none'}; default loss preset {default_loss!r}. Overrides: "
+        "``preset`` (\"small\" | \"paper\") and any other ContentConfig field."
+    )
+    return factory
+
+
+for _name, (_fixed, _loss, _doc) in CONTENT_VARIANTS.items():
+    register_model(_name, overrides=("preset",) + tuple(f for f in _CONFIG_FIELDS if f not in _fixed))(
+        _make_factory(_name, _fixed, _loss, _doc)
+    )
