@@ -15,9 +15,15 @@ from scipy import stats
 
 from kuaihl_rec import metrics as M
 
-SHARED_DATA = Path(
-    os.environ.get("KUAIHL_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
-)
+def _shared_data() -> Path:
+    """KUAIHL_SHARED_DATA, else ../shared/data beside the checkout, else the workplace's /work/shared/data."""
+    if os.environ.get("KUAIHL_SHARED_DATA"):
+        return Path(os.environ["KUAIHL_SHARED_DATA"])
+    candidates = [Path(__file__).resolve().parents[1].parent / "shared" / "data", Path("/work/shared/data")]
+    return next((c for c in candidates if (c / "tvsum").is_dir()), candidates[0])
+
+
+SHARED_DATA = _shared_data()
 TVSUM_MAT = SHARED_DATA / "tvsum" / "ydata-tvsum50.mat"
 QVH_DIR = SHARED_DATA / "qvhighlights"
 
