@@ -160,6 +160,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# compare
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from kuaihl_rec.compare import CompareBudget, run_compare
+
+    budget = CompareBudget()
+    changes = {k: v for k, v in (("seeds", args.seeds), ("epochs", args.epochs)) if v is not None}
+    if args.lr_grid:
+        changes["lr_grid"] = tuple(float(x) for x in args.lr_grid.split(","))
+    budget = dataclasses.replace(budget, **changes)
+    models = [m.strip() for m in args.models.split(",")] if args.models else None
+    report = run_compare([Path(d) for d in args.data], Path(args.out), models=models, budget=budget, progress=not args.quiet)
+    print(f"report: {report}\nresults: {Path(args.out) / 'results.json'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # demo
 
 
@@ -178,7 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kuaihl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    # the same two flags are accepted after the command too (kuaihl train ... -q)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add = sub.add_parser
+    sub.add_parser = lambda *a, **k: _add(*a, parents=[common], **k)  # type: ignore[method-assign]
 
     p = sub.add_parser("world", help="generate the synthetic live-streaming world")
     p.add_argument("--preset", default=None, help="named preset from kuaihl_rec/configs/world.yaml (default: 'default')")
@@ -224,6 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="write the metrics here")
     p.add_argument("--predictions", default=None, help="write one Parquet row per scored segment here")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("compare", help="content model, variants and ID baselines on one budget -> tables, figures")
+    p.add_argument("--data", required=True, action="append", help="world directory (repeat for several worlds, e.g. default and no_content)")
+    p.add_argument("--out", required=True, help="report directory")
+    p.add_argument("--models", default=None, help="comma-separated registry names or rows (default: every row)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per entry (default 3)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 2)")
+    p.add_argument("--lr-grid", default=None, help="comma-separated learning rates searched per entry (default 1e-3,3e-3)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("models", help="list the registered models")
     p.set_defaults(func=lambda a: (print("\n".join(__import__("kuaihl_rec.model", fromlist=["list_models"]).list_models())), 0)[1])

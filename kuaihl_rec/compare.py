@@ -1,0 +1,294 @@
+"""``kuaihl compare``: the content model, its variants and the ID baselines on one budget.
+
+For every *entry* (a registered model plus an optional loss preset) and every world:
+
+1. learning-rate search: the entry is trained with each rate of ``budget.lr_grid`` on seed 0 and
+   the rate with the best validation tau-b is kept (the same grid and rule for every entry);
+2. seeds: the entry is trained with the chosen rate on seeds ``0 .. K-1`` (seed 0 is reused from
+   the search) and scored on the test rooms with ``kuaihl eval``'s protocol;
+3. the report gives mean +- standard deviation over seeds; a difference to the reference row
+   smaller than two standard errors (Welch) is marked "n.s." (not significant).
+
+Two reference rows frame every number: the *trivial* predictor (the previous segment's label) and
+the *ceiling*: the world's hidden true next-segment rate scored against the noisy labels (no model
+can do better in expectation). Both are computed on exactly the segments the models are scored on.
+
+Outputs: ``REPORT/results.json`` (``{"worlds": {name: {"models": {entry: {metric: {mean, std,
+values}}}, "references": ..., "world": config}}, "budget": ...}``), ``REPORT/report.md`` with the
+paper-style tables next to the papers' numbers, and figures (``fig4_room_timeline.png``,
+``fig6_dtw_alignment.png``). Everything here is on synthetic data and says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from kuaihl_rec.data.io import atomic_write_bytes, atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+METRIC_KEYS = ("tau", "tau@0.2", "tau@0.4", "tau@0.6", "spearman", "auc", "logloss", "mean_pred_over_true", "per_room_tau")
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One row of a table: a registered model trained with a loss preset (None = the model's own)."""
+
+    name: str
+    model: str
+    loss: Optional[str] = None
+    paper_tau: Optional[float] = None  # the papers' KLive number for this row, for orientation
+
+
+ID_BASELINES = (
+    Entry("wide_deep", "wide_deep", paper_tau=0.5619),
+    Entry("deepfm", "deepfm", paper_tau=0.5542),
+    Entry("difm", "difm", paper_tau=0.5697),
+    Entry("dcn_m", "dcn_m", paper_tau=0.5629),
+)
+TABLE1_VARIANTS = (
+    Entry("self_attention_plain", "self_attention_plain", paper_tau=0.5868),
+    Entry("self_attention_input", "self_attention_input", paper_tau=0.5718),
+    Entry("cross_attention_q", "cross_attention_q", paper_tau=0.5909),
+    Entry("cross_attention_kv", "cross_attention_kv", paper_tau=0.5780),
+    Entry("cross_attention_qkv", "cross_attention_qkv", paper_tau=0.5883),
+    Entry("content", "content", paper_tau=0.5919),
+    Entry("kuaihl", "kuaihl", paper_tau=0.5961),
+)
+LOSS_ABLATION = (
+    Entry("loss:point", "content", "point", paper_tau=0.5761),
+    Entry("loss:point+L0", "content", "point+L0", paper_tau=0.5857),
+    Entry("loss:point+L1", "content", "point+L1", paper_tau=0.5872),
+    Entry("loss:point+L2", "content", "point+L2", paper_tau=0.5256),
+    Entry("loss:point+L3", "content", "point+L3", paper_tau=0.5824),
+    Entry("loss:point+L1+align", "content", "point+L1+align", paper_tau=0.5919),
+    Entry("loss:point+L1+align+aug", "content", "point+L1+align+aug", paper_tau=0.5961),
+)
+MODALITY_ABLATION = (
+    Entry("content_no_visual", "content_no_visual"),
+    Entry("content_no_text", "content_no_text"),
+    Entry("content_no_id", "content_no_id"),
+)
+ALL_ENTRIES = ID_BASELINES + TABLE1_VARIANTS + LOSS_ABLATION + MODALITY_ABLATION
+PAPER_MODALITY_DROP = {"content_no_visual": -4.72, "content_no_text": -2.01, "content_no_id": -0.51}
+
+
+@dataclasses.dataclass(frozen=True)
+class CompareBudget:
+    """The same training budget for every entry (CPU-sized; see the README for the timings)."""
+
+    epochs: int = 2
+    stride: int = 8
+    batch_size: int = 48
+    patience: int = 1
+    lr_grid: Tuple[float, ...] = (1e-3, 3e-3)
+    seeds: int = 3
+
+
+def entries_for(names: Optional[Sequence[str]]) -> List[Entry]:
+    """The entries named (registry names or row names), or all of them."""
+    if not names:
+        return list(ALL_ENTRIES)
+    by_name = {e.name: e for e in ALL_ENTRIES}
+    out = []
+    for name in names:
+        if name in by_name:
+            out.append(by_name[name])
+        else:
+            from kuaihl_rec.model import list_models
+
+            if name not in list_models():
+                raise KeyError(f"unknown model or row {name!r}; rows: {sorted(by_name)}; models: {list_models()}")
+            out.append(Entry(name, name))
+    return out
+
+
+def _train_and_eval(data_dir: Path, run_dir: Path, entry: Entry, lr: float, seed: int, budget: CompareBudget, progress: bool) -> Dict[str, Any]:
+    from kuaihl_rec.train.config import train_config
+    from kuaihl_rec.train.evaluate import evaluate_run
+    from kuaihl_rec.train.loop import train
+
+    cfg = train_config(
+        "small", model=entry.model, loss=entry.loss, epochs=budget.epochs, stride=budget.stride, batch_size=budget.batch_size,
+        patience=budget.patience, seed=seed, optim={"lr": lr}, checkpoint_every=0, keep_checkpoints=1,
+    )
+    if (run_dir / "test.json").exists() and (run_dir / "summary.json").exists():
+        saved = json.loads((run_dir / "config.json").read_text())["train"]
+        if saved == json.loads(json.dumps(cfg.to_dict())):
+            logger.info("reusing finished run %s", run_dir)
+            return {"summary": json.loads((run_dir / "summary.json").read_text()), "test": json.loads((run_dir / "test.json").read_text())}
+    t0 = time.perf_counter()
+    summary = train(data_dir, run_dir, cfg, progress=progress)
+    test = evaluate_run(run_dir, data_dir, "test", json_out=run_dir / "test.json", predictions_out=run_dir / "test_predictions.parquet", progress=False)
+    logger.info("%s lr=%g seed=%d: val tau %.4f, test tau %.4f (%.0f s)", entry.name, lr, seed, summary["best_val_tau"], test["tau"], time.perf_counter() - t0)
+    return {"summary": summary, "test": test}
+
+
+def _aggregate(values: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    out = {}
+    for key in METRIC_KEYS:
+        xs = [float(v[key]) for v in values]
+        out[key] = {"mean": float(np.mean(xs)), "std": float(np.std(xs, ddof=1)) if len(xs) > 1 else float("nan"), "values": xs}
+    return out
+
+
+def significant(a: Dict[str, Any], b: Dict[str, Any]) -> Optional[bool]:
+    """Is mean(a) - mean(b) at least two standard errors (Welch) from 0? None with < 2 seeds each."""
+    xa, xb = a["values"], b["values"]
+    if len(xa) < 2 or len(xb) < 2:
+        return None
+    se = math.sqrt(np.var(xa, ddof=1) / len(xa) + np.var(xb, ddof=1) / len(xb))
+    diff = float(np.mean(xa) - np.mean(xb))
+    return abs(diff) >= 2 * se if se > 0 else diff != 0
+
+
+def reference_rows(data_dir: Path, predictions: Path) -> Dict[str, Dict[str, float]]:
+    """Trivial (previous label) and ceiling (hidden true rate) on the scored segments of ``predictions``."""
+    import pyarrow.parquet as pq
+
+    from kuaihl_rec.metrics import evaluate_segments
+
+    preds = pq.read_table(predictions).to_pandas()
+    seg = pq.read_table(Path(data_dir) / "segments", columns=["live_id", "segment", "lvtr"]).to_pandas()
+    prev = seg.assign(segment=seg["segment"] + 1).rename(columns={"lvtr": "prev_label"})
+    merged = preds.merge(prev, on=["live_id", "segment"], how="left")
+    if merged["prev_label"].isna().any():
+        raise ValueError(f"{predictions}: {int(merged['prev_label'].isna().sum())} scored segments have no previous segment")
+    rooms = merged["live_id"].to_numpy()
+    out = {"trivial (previous segment's label)": evaluate_segments(merged["label"].to_numpy(), merged["prev_label"].to_numpy(), room_ids=rooms)}
+    truth_path = Path(data_dir) / "truth" / "segments_truth.parquet"
+    if truth_path.exists():
+        truth = pq.read_table(truth_path, columns=["live_id", "segment", "true_lvtr"]).to_pandas()
+        merged = merged.merge(truth, on=["live_id", "segment"], how="left")
+        out["ceiling (hidden true rate)"] = evaluate_segments(merged["label"].to_numpy(), merged["true_lvtr"].to_numpy(), room_ids=rooms)
+    return out
+
+
+def run_world(data_dir: Path, out_dir: Path, entries: Sequence[Entry], budget: CompareBudget, progress: bool = True) -> Dict[str, Any]:
+    """Every entry on one world: lr search on seed 0, then ``budget.seeds`` seeds; aggregated metrics."""
+    from tqdm.auto import tqdm
+
+    results: Dict[str, Any] = {"models": {}, "lr": {}, "runs": {}}
+    n_jobs = len(entries) * (len(budget.lr_grid) + budget.seeds - 1)
+    bar = tqdm(total=n_jobs, desc=f"compare {Path(data_dir).name}", unit="run", disable=not progress)
+    t0 = time.perf_counter()
+    for entry in entries:
+        search = {}
+        for lr in budget.lr_grid:
+            search[lr] = _train_and_eval(data_dir, out_dir / "runs" / entry.name / f"lr{lr:g}-seed0", entry, lr, 0, budget, progress=False)
+            bar.update(1)
+        best_lr = max(search, key=lambda lr: search[lr]["summary"]["best_val_tau"])
+        per_seed = [search[best_lr]]
+        for seed in range(1, budget.seeds):
+            per_seed.append(_train_and_eval(data_dir, out_dir / "runs" / entry.name / f"lr{best_lr:g}-seed{seed}", entry, best_lr, seed, budget, progress=False))
+            bar.update(1)
+        results["lr"][entry.name] = {"chosen": best_lr, "val_tau": {f"{lr:g}": r["summary"]["best_val_tau"] for lr, r in search.items()}}
+        results["models"][entry.name] = _aggregate([r["test"] for r in per_seed])
+        results["runs"][entry.name] = [str(out_dir / "runs" / entry.name / f"lr{best_lr:g}-seed{s}") for s in range(budget.seeds)]
+        bar.set_postfix(last=entry.name, tau=f"{results['models'][entry.name]['tau']['mean']:.4f}")
+    bar.close()
+    first_run = Path(next(iter(results["runs"].values()))[0])
+    results["references"] = reference_rows(data_dir, first_run / "test_predictions.parquet")
+    results["seconds"] = round(time.perf_counter() - t0, 1)
+    world_cfg = Path(data_dir) / "world_config.yaml"
+    results["world"] = world_cfg.read_text() if world_cfg.exists() else None
+    return results
+
+
+def _fmt(stat: Dict[str, Any]) -> str:
+    if math.isnan(stat["std"]):
+        return f"{stat['mean']:.4f}"
+    return f"{stat['mean']:.4f} ± {stat['std']:.4f}"
+
+
+def _table(rows: List[List[str]], header: List[str]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def _world_section(name: str, res: Dict[str, Any]) -> List[str]:
+    models = res["models"]
+    entries = {e.name: e for e in ALL_ENTRIES}
+    baselines = [e.name for e in ID_BASELINES if e.name in models]
+    best_baseline = max(baselines, key=lambda n: models[n]["tau"]["mean"]) if baselines else None
+    ref_name = "content" if "content" in models else None
+
+    def row(n: str) -> List[str]:
+        m = models[n]
+        cells = [n] + [_fmt(m[k]) for k in ("tau", "tau@0.2", "tau@0.4", "tau@0.6", "per_room_tau")]
+        if best_baseline and n != best_baseline and n in models:
+            sig = significant(m["tau"], models[best_baseline]["tau"])
+            delta = m["tau"]["mean"] - models[best_baseline]["tau"]["mean"]
+            cells.append(f"{delta:+.4f}" + ("" if sig else " (n.s.)" if sig is False else " (1 seed)"))
+        else:
+            cells.append("")
+        paper = entries.get(n).paper_tau if n in entries else None
+        cells.append(f"{paper:.4f}" if paper else "")
+        return cells
+
+    header = ["method", "tau", "tau@0.2", "tau@0.4", "tau@0.6", "per-room tau", f"Δ tau vs best ID model ({best_baseline})", "paper (KLive)"]
+    out = [f"## World `{name}`", "", f"{res['seconds'] / 60:.1f} minutes of training and scoring.", ""]
+    refs = [[k] + [f"{v[m]:.4f}" for m in ("tau", "tau@0.2", "tau@0.4", "tau@0.6", "per_room_tau")] + ["", ""] for k, v in res["references"].items()]
+    t1 = [n for n in [e.name for e in ID_BASELINES + TABLE1_VARIANTS] if n in models]
+    if t1:
+        out += ["### Table 1: methods (test rooms)", "", _table(refs + [row(n) for n in t1], header), ""]
+    t4 = [e.name for e in LOSS_ABLATION if e.name in models]
+    if t4:
+        out += ["### Table 4: loss ablation (content model)", "", _table([row(n) for n in t4], header), ""]
+    t3 = [e.name for e in MODALITY_ABLATION if e.name in models]
+    if t3 and ref_name:
+        base = models[ref_name]["tau"]["mean"]
+        rows = [[n, _fmt(models[n]["tau"]), f"{100 * (models[n]['tau']['mean'] - base) / base:+.2f}%", ("n.s." if significant(models[n]["tau"], models[ref_name]["tau"]) is False else ""), f"{PAPER_MODALITY_DROP[n]:+.2f}%"] for n in t3]
+        out += ["### Table 3: modality ablation", "", _table(rows, ["method", "tau", "change vs content", "", "paper"]), ""]
+    out += ["Learning rate chosen per entry (validation tau-b, seed 0): " + ", ".join(f"{k} {v['chosen']:g}" for k, v in res["lr"].items()), ""]
+    return out
+
+
+def write_report(out_dir: Path, results: Dict[str, Any]) -> Path:
+    lines = [
+        "# kuaihl compare",
+        "",
+        "All numbers are on **synthetic data** (the `kuaihl world` generator), mean ± standard deviation over "
+        f"{results['budget']['seeds']} seed(s); 'n.s.' marks a difference smaller than two standard errors. "
+        "The papers' KLive numbers are shown for orientation only: a different dataset.",
+        "",
+    ]
+    for name, res in results["worlds"].items():
+        lines += _world_section(name, res)
+    for fig in ("fig4_room_timeline.png", "fig6_dtw_alignment.png"):
+        if (out_dir / fig).exists():
+            lines += [f"![{fig}]({fig})", ""]
+    path = out_dir / "report.md"
+    atomic_write_bytes(path, "\n".join(lines).encode())
+    return path
+
+
+def run_compare(data_dirs: Sequence[Path], out_dir: Path, models: Optional[Sequence[str]] = None, budget: CompareBudget = CompareBudget(), progress: bool = True) -> Path:
+    from kuaihl_rec.compare_figures import figure4, figure6
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    entries = entries_for(models)
+    results: Dict[str, Any] = {"worlds": {}, "budget": dataclasses.asdict(budget), "entries": [dataclasses.asdict(e) for e in entries]}
+    for data_dir in data_dirs:
+        name = Path(data_dir).name
+        results["worlds"][name] = run_world(Path(data_dir), out_dir / name, entries, budget, progress)
+        atomic_write_json(out_dir / "results.json", results)
+    first = Path(data_dirs[0])
+    res = results["worlds"][first.name]
+    try:
+        figure4(first, res, out_dir / "fig4_room_timeline.png")
+        figure6(first, res, out_dir / "fig6_dtw_alignment.png")
+    except Exception as exc:  # a figure must not lose the tables; say why it is missing
+        logger.error("figures not written: %s", exc)
+        results["figure_error"] = str(exc)
+        atomic_write_json(out_dir / "results.json", results)
+    return write_report(out_dir, results)
