@@ -184,7 +184,7 @@ def test_overfits_tiny_batch(split, spec, name):
     floor = float(-(y * torch.log(y.clamp(1e-6)) + (1 - y) * torch.log((1 - y).clamp(1e-6))).mul(w).sum() / w.sum())
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(150):
+    for _ in range(250):
         opt.zero_grad()
         loss = F.binary_cross_entropy_with_logits(model(batch), y, weight=w, reduction="sum") / w.sum()
         loss.backward()

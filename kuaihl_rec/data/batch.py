@@ -22,6 +22,10 @@ Fields (shapes; ``b`` windows, ``n`` positions, ``k_v`` visual tokens, ``C`` cou
     timestamp        int64   [b, n]             content timestamps (unix s; -1 on padding)
     streamer_raw     int64   [b]                raw streamer ids (for predictions files)
     live_raw         int64   [b]                raw live ids
+    observed         float32 [b, n] or None     the label of the *content* segment itself (its LVTR
+                                                 or CTR), known once that segment is over: the room's
+                                                 engagement so far. Position i's target (segment
+                                                 s+i+1) is never in it (0 on padding).
 
 Right padding (short rooms) is harmless under the causal mask: padding sits *after* every real
 position, so no real position attends to it.
@@ -33,7 +37,7 @@ so ``TrainPipelineSparseDist`` can move it between streams.
 from __future__ import annotations
 
 import dataclasses
-from typing import List
+from typing import List, Optional
 
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -56,6 +60,7 @@ class LiveBatch(Pipelineable):
     timestamp: torch.Tensor
     streamer_raw: torch.Tensor
     live_raw: torch.Tensor
+    observed: Optional[torch.Tensor] = None
 
     _TENSOR_FIELDS = (
         "visual",
@@ -69,6 +74,7 @@ class LiveBatch(Pipelineable):
         "timestamp",
         "streamer_raw",
         "live_raw",
+        "observed",
     )
 
     @property
@@ -84,10 +90,13 @@ class LiveBatch(Pipelineable):
         return self.sparse_features["streamer_id"].values()
 
     def _tensors(self) -> List[torch.Tensor]:
-        return [getattr(self, name) for name in self._TENSOR_FIELDS]
+        return [t for t in (getattr(self, name) for name in self._TENSOR_FIELDS) if t is not None]
+
+    def _map(self, fn) -> dict:
+        return {name: (None if getattr(self, name) is None else fn(getattr(self, name))) for name in self._TENSOR_FIELDS}
 
     def to(self, device: torch.device, non_blocking: bool = False) -> "LiveBatch":
-        moved = {name: getattr(self, name).to(device=device, non_blocking=non_blocking) for name in self._TENSOR_FIELDS}
+        moved = self._map(lambda t: t.to(device=device, non_blocking=non_blocking))
         return LiveBatch(sparse_features=self.sparse_features.to(device=device, non_blocking=non_blocking), **moved)
 
     def record_stream(self, stream: torch.Stream) -> None:
@@ -96,7 +105,7 @@ class LiveBatch(Pipelineable):
             t.record_stream(stream)
 
     def pin_memory(self) -> "LiveBatch":
-        pinned = {name: getattr(self, name).pin_memory() for name in self._TENSOR_FIELDS}
+        pinned = self._map(lambda t: t.pin_memory())
         return LiveBatch(sparse_features=self.sparse_features.pin_memory(), **pinned)
 
     def select(self, index: torch.Tensor) -> "LiveBatch":
@@ -105,7 +114,7 @@ class LiveBatch(Pipelineable):
         ids = {key: self.sparse_features[key].values()[index] for key in self.sparse_features.keys()}
         return LiveBatch(
             sparse_features=make_id_features(ids),
-            **{name: getattr(self, name)[index] for name in self._TENSOR_FIELDS},
+            **self._map(lambda t: t[index]),
         )
 
 

@@ -316,6 +316,7 @@ class WindowedSplit:
             timestamp=torch.from_numpy(np.where(valid, a.timestamp[rows], -1)),
             streamer_raw=torch.from_numpy(streamer_raw.copy()),
             live_raw=torch.from_numpy(live_raw.copy()),
+            observed=torch.from_numpy(np.where(valid, a.label[rows], 0.0).astype(np.float32)),
         )
 
     def iter_batches(

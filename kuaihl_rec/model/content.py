@@ -91,8 +91,11 @@ class FeatureFusion(nn.Module):
     """Projection heads and token fusion (ContentCTR 3.2.1, eq. 2): E_f ``[b, n, k, d]``.
 
     Tokens, in order: k_v visual tokens ``proj_1(visual)`` (if ``use_visual``), the text token
-    ``proj_2(text)`` (if ``use_text``), the counter token ``proj_c(log1p(counters))`` (if
-    ``use_counters``). Returns ``(E_f, text_seq [b, n, d] | None, visual_seq [b, n, d] | None)``,
+    ``proj_2(text)`` (if ``use_text``), the *engagement* token
+    ``proj_c([log1p(counters) ; observed])`` (if ``use_counters``): the segment's counters and its
+    own observed label (``LiveBatch.observed``), i.e. what the platform has measured about the
+    room up to the end of that segment. Causal by construction: position i reads segment s+i's
+    measurements, its target is segment s+i+1. Returns ``(E_f, text_seq [b, n, d] | None, visual_seq [b, n, d] | None)``,
     where ``visual_seq`` is the mean of the visual tokens of each segment.
     """
 
@@ -101,11 +104,12 @@ class FeatureFusion(nn.Module):
         c = config
         self.proj_visual = MLPHead(spec.visual_dim, c.d, c.dropout, c.input_norm) if c.use_visual else None
         self.proj_text = MLPHead(spec.text_dim, c.d, c.dropout, c.input_norm) if c.use_text else None
-        self.proj_counters = nn.Linear(spec.n_counters, c.d) if c.use_counters else None
+        # engagement token: log1p(counters) and the segment's observed label (LiveBatch.observed)
+        self.proj_counters = nn.Linear(spec.n_counters + 1, c.d) if c.use_counters else None
         self.drop = nn.Dropout(c.dropout)
         self.n_tokens = (spec.visual_tokens if c.use_visual else 0) + int(c.use_text) + int(c.use_counters)
 
-    def forward(self, visual: Tensor, text: Tensor, counters: Tensor) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    def forward(self, visual: Tensor, text: Tensor, counters: Tensor, observed: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
         tokens = []
         visual_seq = text_seq = None
         if self.proj_visual is not None:
@@ -117,7 +121,9 @@ class FeatureFusion(nn.Module):
             text_seq = s_a
             tokens.append(s_a.unsqueeze(2))
         if self.proj_counters is not None:
-            tokens.append(self.proj_counters(torch.log1p(counters.clamp(min=0))).unsqueeze(2))
+            seen = observed if observed is not None else counters.new_zeros(counters.shape[:2])
+            engagement = torch.cat([torch.log1p(counters.clamp(min=0)), seen.unsqueeze(-1)], dim=-1)
+            tokens.append(self.proj_counters(engagement).unsqueeze(2))
         e_f = self.drop(torch.cat(tokens, dim=2))
         return e_f, text_seq, visual_seq
 
@@ -237,7 +243,7 @@ class ContentCTR(nn.Module):
 
     def encode(self, batch: LiveBatch) -> ContentOutput:
         """Logits and the projected text / visual sequences (for the alignment loss)."""
-        e_f, text_seq, visual_seq = self.features(batch.visual, batch.text, batch.counters)
+        e_f, text_seq, visual_seq = self.features(batch.visual, batch.text, batch.counters, batch.observed)
         u: Optional[Tensor] = None
         if self.embedding_collection is not None:
             # dict of JaggedTensors; one id (one row of width id_dim) per window -> [b, id_dim]
