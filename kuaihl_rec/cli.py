@@ -180,6 +180,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# ab
+
+
+def cmd_ab(args: argparse.Namespace) -> int:
+    from ranking.experiment import run_ab
+
+    days: Any = args.days
+    if days == "none":
+        days = None
+    elif days != "auto":
+        days = int(days)
+    result = run_ab(args.world, args.out, args.config, n_users=args.users, days=days, seed=args.seed, progress=not args.quiet, sweep=not args.no_sweep)
+    print(f"ab: {Path(args.out) / 'ab.json'}\nreport: {Path(args.out) / 'report.md'}")
+    return 0 if result else 1
+
+
+# ---------------------------------------------------------------------------------------------
 # demo
 
 
@@ -259,6 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 2)")
     p.add_argument("--lr-grid", default=None, help="comma-separated learning rates searched per entry (default 1e-3,3e-3)")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("ab", help="offline A/B test of a ranking change on the world's hidden truth")
+    p.add_argument("--world", required=True, help="world directory (its test rooms are simulated)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--config", default=None, help="arms config (YAML/JSON): score terms, formulas, sweep; default: built-in")
+    p.add_argument("--users", type=int, default=200_000)
+    p.add_argument("--days", default="auto", help="'auto' (fold days until ~5 rooms are on air), an int, or 'none'")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-sweep", action="store_true", help="skip the weight sweep")
+    p.set_defaults(func=cmd_ab)
 
     p = sub.add_parser("models", help="list the registered models")
     p.set_defaults(func=lambda a: (print("\n".join(__import__("kuaihl_rec.model", fromlist=["list_models"]).list_models())), 0)[1])
