@@ -203,7 +203,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from kuaihl_rec.demo import run_demo
 
-    report = run_demo(out_dir=Path(args.out), preset=args.preset, progress=not args.quiet)
+    report = run_demo(out_dir=Path(args.out), preset=args.preset, progress=not args.quiet, quick=args.quick, n_users=args.users)
     print(f"report: {report}")
     return 0
 
@@ -293,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the main job on the embedded default world, with a report")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--preset", default="default", help="world preset")
+    p.add_argument("--quick", action="store_true", help="stop after world -> validate -> windows (no training, no A/B)")
+    p.add_argument("--users", type=int, default=100_000, help="simulated users in the A/B stage")
     p.set_defaults(func=cmd_demo)
     return parser
 

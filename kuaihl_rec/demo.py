@@ -5,10 +5,16 @@ Stages (each timed, each writing its own outputs under ``OUT``):
 1. world     generate the synthetic world (``OUT/world``: segment table, truth sidecar, figure)
 2. validate  check the segment table against the data contract (``OUT/validation.json``)
 3. windows   cut train/val/test windows, counting every masked target and dropped window
-4. report    ``OUT/report.md`` + ``OUT/demo_summary.json``
+4. compare   train the content model and one ID baseline (small presets, one seed) with the shared
+             trainer, score the test rooms, frame them with the trivial and ceiling rows
+             (``OUT/compare``: ``kuaihl compare``'s results.json, report.md, figures)
+5. ab        offline A/B: control ranks by the observable CTR / LVTR terms, treatment adds the
+             content model's score; sanity arms (A/A, placebo, oracle) and a weight sweep
+             (``OUT/ab``: ``kuaihl ab``'s ab.json, report.md, figures)
+6. report    ``OUT/report.md`` + ``OUT/demo_summary.json``
 
-Later stages (training, baseline comparison, offline A/B) plug in after ``windows``.
-Everything on this path is synthetic data and the report says so.
+``quick=True`` stops after ``windows`` (used by tests). Everything on this path is synthetic data and
+the report says so.
 """
 
 from __future__ import annotations
@@ -29,7 +35,10 @@ def _table(rows, header) -> str:
     return "\n".join(out)
 
 
-def run_demo(out_dir: Path, preset: str = "default", progress: bool = True) -> Path:
+DEMO_MODELS = ("content", "dcn_m")
+
+
+def run_demo(out_dir: Path, preset: str = "default", progress: bool = True, quick: bool = False, n_users: int = 100_000) -> Path:
     """Run the demo chain into ``out_dir``; returns the path of ``report.md``."""
     from kuaihl_rec.data.validate import load_segments
     from kuaihl_rec.data.windows import SegmentArrays, WindowConfig, window_splits
@@ -46,7 +55,7 @@ def run_demo(out_dir: Path, preset: str = "default", progress: bool = True) -> P
     world_paths = write_world(world, out_dir / "world")
     summary["world"] = summarize_world(world)
     timings["world"] = time.perf_counter() - t0
-    logger.info("[1/3] world: %d segments in %.1f s -> %s", world.segments.num_rows, timings["world"], out_dir / "world")
+    logger.info("[1/5] world: %d segments in %.1f s -> %s", world.segments.num_rows, timings["world"], out_dir / "world")
 
     t0 = time.perf_counter()
     try:
@@ -56,7 +65,7 @@ def run_demo(out_dir: Path, preset: str = "default", progress: bool = True) -> P
         raise
     atomic_write_json(out_dir / "validation.json", report.to_dict())
     timings["validate"] = time.perf_counter() - t0
-    logger.info("[2/3] validate: ok in %.1f s", timings["validate"])
+    logger.info("[2/5] validate: ok in %.1f s", timings["validate"])
 
     t0 = time.perf_counter()
     wcfg = WindowConfig(window=20, stride=1, min_viewers=cfg.min_viewers)
@@ -64,7 +73,35 @@ def run_demo(out_dir: Path, preset: str = "default", progress: bool = True) -> P
     splits = window_splits(arr, wcfg)
     summary["windows"] = {name: s.stats.to_dict() for name, s in splits.items()}
     timings["windows"] = time.perf_counter() - t0
-    logger.info("[3/3] windows: %s", ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+    logger.info("[3/5] windows: %s", ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+
+    compare_lines: list = []
+    ab_lines: list = []
+    if not quick:
+        from kuaihl_rec.compare import CompareBudget, run_compare
+        from ranking.experiment import run_ab
+
+        t0 = time.perf_counter()
+        budget = CompareBudget(epochs=3, seeds=1, lr_grid=(1e-3,))
+        compare_report = run_compare([out_dir / "world"], out_dir / "compare", models=list(DEMO_MODELS), budget=budget, progress=progress)
+        results = __import__("json").loads((out_dir / "compare" / "results.json").read_text())
+        summary["compare"] = {k: {m: v["mean"] for m, v in r.items()} for k, r in results["worlds"]["world"]["models"].items()}
+        summary["references"] = results["worlds"]["world"]["references"]
+        timings["compare"] = time.perf_counter() - t0
+        logger.info("[4/5] compare: %s in %.0f s -> %s", ", ".join(DEMO_MODELS), timings["compare"], compare_report)
+        compare_lines = (out_dir / "compare" / "report.md").read_text().split("\n")[2:]
+        compare_lines = [line.replace("](fig", "](compare/fig") for line in compare_lines]
+
+        t0 = time.perf_counter()
+        content_run = results["worlds"]["world"]["runs"]["content"][0]
+        arms = {"terms": {"ctr": {"source": "cum_ctr", "calibrate": "auto", "missing": "carry"},
+                          "lvtr": {"source": "cum_lvtr", "calibrate": "auto", "missing": "carry"},
+                          "content": {"source": content_run, "calibrate": "auto", "missing": "carry"}}}
+        ab = run_ab(out_dir / "world", out_dir / "ab", arms, n_users=n_users, seed=0, progress=progress)
+        summary["ab"] = {k: ab[k] for k in ("srm", "sanity") if k in ab}
+        timings["ab"] = time.perf_counter() - t0
+        logger.info("[5/5] ab: %.0f s -> %s", timings["ab"], out_dir / "ab" / "report.md")
+        ab_lines = [line.replace("](figures/", "](ab/figures/") for line in (out_dir / "ab" / "report.md").read_text().split("\n")[1:]]
 
     summary["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
     summary["validation"] = report.to_dict()
@@ -100,6 +137,8 @@ def run_demo(out_dir: Path, preset: str = "default", progress: bool = True) -> P
             ["split", "mode", "rooms", "windows", "targets", f"targets < {cfg.min_viewers} viewers (masked)", "windows dropped", "targets scored (eval)"],
         ),
         "",
+        *(["## Content model vs ID baseline (test rooms, 1 seed, small presets)", "", f"Full report: `compare/report.md`.", ""] + compare_lines if compare_lines else []),
+        *(["## Offline A/B (simulated feed on the test rooms)", "", "Full report: `ab/report.md`.", ""] + ab_lines if ab_lines else []),
         "## Timings",
         "",
         _table([[k, f"{v:.1f} s"] for k, v in timings.items()], ["stage", "time"]),
