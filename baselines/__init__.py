@@ -1,1 +1,66 @@
-"""ID-based CTR baselines on TorchRec."""
+"""ID-based CTR baselines on TorchRec (ContentCTR 4.3.1): Wide&Deep, DeepFM, DIFM, DCN-M.
+
+Importing this package registers ``wide_deep``, ``deepfm``, ``difm`` and ``dcn_m`` in the shared
+model registry (each module registers the model it defines)::
+
+    >>> import baselines
+    >>> from kuaihl_rec.model.registry import list_models
+    >>> {"wide_deep", "deepfm", "difm", "dcn_m"} <= set(list_models())
+    True
+
+Every model scores each position of a ``LiveBatch`` from the sparse features of that position's
+content segment (:mod:`baselines.features`, ContentCTR 4.3.2), returns logits ``[b, n]`` and trains
+with the shared trainer with the pointwise loss (``default_loss = "point"``).
+"""
+
+from baselines import dcn_m as _dcn_m  # noqa: F401  (registers "dcn_m")
+from baselines import deepfm as _deepfm  # noqa: F401  (registers "deepfm")
+from baselines import difm as _difm  # noqa: F401  (registers "difm")
+from baselines import wide_deep as _wide_deep  # noqa: F401  (registers "wide_deep")
+from baselines.dcn_m import DCNM, DCNMHead
+from baselines.deepfm import DeepFM, DeepFMHead
+from baselines.difm import DIFM, DIFMHead, InputAwareFactors
+from baselines.features import (
+    COUNTER_SETS,
+    LINEAR_WIDTH,
+    PAPER_COUNTERS,
+    FeatureConfig,
+    PerPositionCTR,
+    PositionFeatures,
+    build_embedding_bags,
+    hour_of_day,
+    log_bucket,
+    position_features,
+)
+from baselines.layers import MLP, FieldSelfAttention, FirstOrder, FMInteraction, fm_interaction
+from baselines.wide_deep import WideDeep, WideDeepHead
+
+BASELINE_MODELS = ("wide_deep", "deepfm", "difm", "dcn_m")
+
+__all__ = [
+    "BASELINE_MODELS",
+    "COUNTER_SETS",
+    "DCNM",
+    "DCNMHead",
+    "DIFM",
+    "DIFMHead",
+    "DeepFM",
+    "DeepFMHead",
+    "FMInteraction",
+    "FeatureConfig",
+    "FieldSelfAttention",
+    "FirstOrder",
+    "InputAwareFactors",
+    "LINEAR_WIDTH",
+    "MLP",
+    "PAPER_COUNTERS",
+    "PerPositionCTR",
+    "PositionFeatures",
+    "WideDeep",
+    "WideDeepHead",
+    "build_embedding_bags",
+    "fm_interaction",
+    "hour_of_day",
+    "log_bucket",
+    "position_features",
+]

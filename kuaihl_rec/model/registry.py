@@ -78,8 +78,34 @@ def register_model(name: str, *, overrides: Optional[Iterable[str]] = None) -> C
     return decorator
 
 
+_BUILTIN_PACKAGES = ("kuaihl_rec.model", "baselines")
+_builtins_loaded = False
+
+
+def _load_builtin_models() -> None:
+    """Import the packages that register the built-in models (content models, ID baselines) on first
+    use, so ``create_model("deepfm", ...)`` works without the caller importing ``baselines``.
+
+    The flag is set before importing, so a lookup made while those packages import (an import
+    cycle) does not recurse; a failed import resets it and raises.
+    """
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    _builtins_loaded = True
+    import importlib
+
+    try:
+        for package in _BUILTIN_PACKAGES:
+            importlib.import_module(package)
+    except BaseException:
+        _builtins_loaded = False
+        raise
+
+
 def list_models() -> List[str]:
     """Names of every registered model, sorted."""
+    _load_builtin_models()
     return sorted(_FACTORIES)
 
 
@@ -90,6 +116,7 @@ def model_overrides(name: str) -> Tuple[str, ...]:
 
 
 def _check_name(name: str) -> None:
+    _load_builtin_models()
     if name not in _FACTORIES:
         raise KeyError(f"unknown model {name!r}; registered models: {list_models()}")
 
