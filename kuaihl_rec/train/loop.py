@@ -17,6 +17,7 @@ run replays exactly the batches the uninterrupted run would have seen.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
 import math
@@ -24,6 +25,7 @@ import os
 import platform
 import socket
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
@@ -332,7 +334,11 @@ def train(
     loss_name = loss_preset_for(cfg, model)
     wrapper = TrainWrapper(model, ContentLoss(loss_name), seed=cfg.seed + 1000 * rank)
     fuse_table_optimizer(wrapper, cfg.optim)
+    # DMP re-initialises EmbeddingBagCollection tables when it shards them; load the seeded
+    # initial weights back so a run's start does not depend on the number of ranks.
+    initial = OrderedDict((k, v.detach().clone()) for k, v in wrapper.state_dict().items())
     dmp = wrap_model(wrapper, device)
+    dmp.load_state_dict(initial)
     optimizer = build_optimizer(dmp, cfg.optim)
     dense_groups = dense_param_groups(optimizer)
     for g in dense_groups:
@@ -374,7 +380,10 @@ def train(
         local = {"torch_rng": torch.get_rng_state(), "loss_rng": wrapper.generator.get_state()}
         return save_checkpoint(ckpt_root, name_step, dmp, optimizer, meta, local, keep=cfg.keep_checkpoints)
 
-    pipeline = TrainPipelineSparseDist(dmp, optimizer, device)
+    # pipeline_postproc lets the pipeline prefetch tables whose KJT a model builds in forward (the
+    # ID baselines); torchrec versions without the option run those tables in place.
+    extra = {"pipeline_postproc": True} if "pipeline_postproc" in inspect.signature(TrainPipelineSparseDist.__init__).parameters else {}
+    pipeline = TrainPipelineSparseDist(dmp, optimizer, device, **extra)
     amp = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
     step_log = open(run_dir / "steps.jsonl", "a") if rank == 0 else None
     t_start = time.perf_counter()
