@@ -123,11 +123,11 @@ CONTENT_PRESETS: Dict[str, ContentConfig] = {
     # the input dimension d = 512, the hidden dimension of the transformer d_h is set to 64 and
     # the number of attention head n_h = 8"; n = 20 (KuaiHL / KLive windows).
     "paper": ContentConfig(d=512, n_heads=8, d_head=64, n_perceiver_layers=3, n_decoder_layers=3, window=20),
-    # CPU default (measured in bench/bench_model.py), with the engagement token (our extension,
-    # see FeatureFusion) and dropout 0.1: on the default world the model overfits the training
-    # rooms after one epoch without dropout (validation tau-b falls), although dropout costs ~50%
-    # of the CPU step. use_counters=False gives the papers' inputs exactly.
-    "small": ContentConfig(d=64, n_heads=2, d_head=32, n_perceiver_layers=2, n_decoder_layers=2, dropout=0.1, window=20, use_counters=True),
+    # CPU default (measured in bench/bench_model.py): the papers' inputs (no engagement token, so
+    # the score measures what *content* adds; see FeatureFusion for use_counters=True) and dropout
+    # 0.1: without it the model overfits the training rooms after one epoch on the default world
+    # (validation tau-b falls), although dropout costs ~50% of the CPU step.
+    "small": ContentConfig(d=64, n_heads=2, d_head=32, n_perceiver_layers=2, n_decoder_layers=2, dropout=0.1, window=20),
 }
 
 
