@@ -191,7 +191,10 @@ def cmd_ab(args: argparse.Namespace) -> int:
         days = None
     elif days != "auto":
         days = int(days)
+    from ranking.report import summary_lines
+
     result = run_ab(args.world, args.out, args.config, n_users=args.users, days=days, seed=args.seed, progress=not args.quiet, sweep=not args.no_sweep)
+    print("\n".join(summary_lines(result)))
     print(f"ab: {Path(args.out) / 'ab.json'}\nreport: {Path(args.out) / 'report.md'}")
     return 0 if result else 1
 

@@ -53,9 +53,10 @@ class ContentConfig:
             id, a learned latent vector (shared by all streamers) takes the place of E_u.
         use_counters: add one *engagement* token per segment from the segment's counters
             (``log1p``) and its observed label (``LiveBatch.observed``), then a linear map. Off in
-            the dataclass default and the ``paper`` preset (the papers' content model reads no
-            counters); on in ``small``, because on our data the room's measured engagement so far
-            is what separates a model from the previous-segment predictor.
+            every preset (the papers' content model reads no counters). With it the model also
+            knows the room's measured engagement so far: on the default world its pooled tau-b
+            rises from about 0.54 to 0.56, but its gain over ID models and in the offline A/B then
+            no longer depends on the content (it is the same on the content_signal 0 world).
         causal: the decoder's causal mask (True); False = fully visible (ContentCTR-HL) with
             ``batch.valid`` as key-padding mask.
         id_source: ``"streamer"`` (E_u from the TorchRec table) or ``"history"`` (ContentCTR-HL:
