@@ -429,30 +429,27 @@ def _parse_vectors_lists(
 # ----------------------------------------------------------------------------- chunks
 
 
-def _int_column(path: Path, linenos: Sequence[int], values: Sequence[Any], field: str) -> np.ndarray:
+def _scalar_column(path: Path, linenos: Sequence[int], values: Sequence[Any], field: str, convert, dtype, what: str) -> np.ndarray:
+    """``values`` converted by ``convert`` into a ``dtype`` array; the first bad value is reported
+    with its line (``what`` names the expected kind, e.g. "an int64 integer")."""
     try:
-        return np.fromiter((_to_int(v) for v in values), dtype=np.int64, count=len(values))
+        return np.fromiter((convert(v) for v in values), dtype=dtype, count=len(values))
     except (ValueError, TypeError, OverflowError):
         pass
     for ln, v in zip(linenos, values):
         try:
-            _to_int(v)
+            convert(v)
         except (ValueError, TypeError, OverflowError):
-            raise _error(path, ln, field, _show(v), "an int64 integer") from None
-    raise _error(path, linenos[0], field, "values that could not be read", "int64 integers")
+            raise _error(path, ln, field, _show(v), what) from None
+    raise _error(path, linenos[0], field, "values that could not be read", what)
+
+
+def _int_column(path: Path, linenos: Sequence[int], values: Sequence[Any], field: str) -> np.ndarray:
+    return _scalar_column(path, linenos, values, field, _to_int, np.int64, "an int64 integer")
 
 
 def _float_column(path: Path, linenos: Sequence[int], values: Sequence[Any], field: str) -> np.ndarray:
-    try:
-        return np.fromiter((_to_float(v) for v in values), dtype=np.float64, count=len(values))
-    except (ValueError, TypeError, OverflowError):
-        pass
-    for ln, v in zip(linenos, values):
-        try:
-            _to_float(v)
-        except (ValueError, TypeError, OverflowError):
-            raise _error(path, ln, field, _show(v), "a finite float") from None
-    raise _error(path, linenos[0], field, "values that could not be read", "finite floats")
+    return _scalar_column(path, linenos, values, field, _to_float, np.float64, "a finite float")
 
 
 @dataclasses.dataclass
