@@ -46,6 +46,7 @@ class Entry:
     model: str
     loss: Optional[str] = None
     paper_tau: Optional[float] = None  # the papers' KLive number for this row, for orientation
+    overrides: Tuple[Tuple[str, Any], ...] = ()  # model overrides (create_model keywords)
 
 
 ID_BASELINES = (
@@ -62,6 +63,9 @@ TABLE1_VARIANTS = (
     Entry("cross_attention_qkv", "cross_attention_qkv", paper_tau=0.5883),
     Entry("content", "content", paper_tau=0.5919),
     Entry("kuaihl", "kuaihl", paper_tau=0.5961),
+    # Our extension: the content model that also reads the room's measured engagement so far
+    # (counters + the content segment's own label), the information the ID models get.
+    Entry("content+engagement", "content", overrides=(("use_counters", True),)),
 )
 LOSS_ABLATION = (
     Entry("loss:point", "content", "point", paper_tau=0.5761),
@@ -120,7 +124,7 @@ def _train_and_eval(data_dir: Path, run_dir: Path, entry: Entry, lr: float, seed
     from kuaihl_rec.train.loop import train
 
     cfg = train_config(
-        "small", model=entry.model, loss=entry.loss, epochs=budget.epochs, stride=budget.stride, batch_size=budget.batch_size,
+        "small", model=entry.model, loss=entry.loss, model_overrides=dict(entry.overrides), epochs=budget.epochs, stride=budget.stride, batch_size=budget.batch_size,
         patience=budget.patience, seed=seed, optim={"lr": lr}, checkpoint_every=0, keep_checkpoints=1,
     )
     if (run_dir / "test.json").exists() and (run_dir / "summary.json").exists():
