@@ -199,6 +199,13 @@ def cmd_ab(args: argparse.Namespace) -> int:
     return 0 if result else 1
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from kuaihl_rec.model import list_models
+
+    print("\n".join(list_models()))
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # demo
 
@@ -291,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ab)
 
     p = sub.add_parser("models", help="list the registered models")
-    p.set_defaults(func=lambda a: (print("\n".join(__import__("kuaihl_rec.model", fromlist=["list_models"]).list_models())), 0)[1])
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("demo", help="run the main job on the embedded default world, with a report")
     p.add_argument("--out", default="runs/demo")

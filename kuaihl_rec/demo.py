@@ -19,6 +19,7 @@ the report says so.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -84,7 +85,7 @@ def run_demo(out_dir: Path, preset: str = "default", progress: bool = True, quic
         t0 = time.perf_counter()
         budget = CompareBudget(epochs=3, seeds=1, lr_grid=(1e-3,))
         compare_report = run_compare([out_dir / "world"], out_dir / "compare", models=list(DEMO_MODELS), budget=budget, progress=progress)
-        results = __import__("json").loads((out_dir / "compare" / "results.json").read_text())
+        results = json.loads((out_dir / "compare" / "results.json").read_text())
         summary["compare"] = {k: {m: v["mean"] for m, v in r.items()} for k, r in results["worlds"]["world"]["models"].items()}
         summary["references"] = results["worlds"]["world"]["references"]
         timings["compare"] = time.perf_counter() - t0
@@ -122,7 +123,7 @@ def run_demo(out_dir: Path, preset: str = "default", progress: bool = True, quic
         "World summary (label statistics to compare with KLive's):",
         "",
         "```json",
-        __import__("json").dumps(ws, indent=2, default=str),
+        json.dumps(ws, indent=2, default=str),
         "```",
         "",
         f"![one room's timeline]({Path(world_paths['figure']).relative_to(out_dir)})" if "figure" in world_paths else "",
