@@ -194,3 +194,15 @@ def test_global_normalizer_makes_rank_losses_average_to_the_global_batch_loss():
         assert torch.allclose((per_rank[0] + per_rank[1]) / 2, whole, atol=1e-6)
         naive = [fn(logits[h], labels[h], mask[h]) for h in halves]
         assert not torch.allclose((naive[0] + naive[1]) / 2, whole, atol=1e-4)  # the naive mean differs
+
+
+def test_models_without_tables_train_too(tiny_world, tmp_path):
+    """SelfAttention-plain has no embedding table: nothing for TrainPipelineSparseDist to trace; the
+    trainer runs the same step contract without it."""
+    from kuaihl_rec.train.config import train_config
+    from kuaihl_rec.train.loop import train
+
+    summary = train(tiny_world, tmp_path / "plain", train_config("tiny", model="self_attention_plain", epochs=1), progress=False)
+    assert summary["steps"] > 0 and np.isfinite(summary["best_val_tau"])
+    steps = _steps(tmp_path / "plain")
+    assert steps[-1]["loss"] < steps[0]["loss"]

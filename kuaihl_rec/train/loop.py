@@ -46,7 +46,7 @@ from kuaihl_rec.train.checkpoint import (
     save_checkpoint,
 )
 from kuaihl_rec.train.config import TrainConfig
-from kuaihl_rec.train.sharding import build_optimizer, dense_param_groups, fuse_table_optimizer, wrap_model
+from kuaihl_rec.train.sharding import build_optimizer, dense_param_groups, embedding_modules, fuse_table_optimizer, wrap_model
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +117,24 @@ def _global_batches(split: WindowedSplit, batch_size: int, seed: int, epoch: int
 
 
 # ------------------------------------------------------------------------------------ scoring
+
+
+class PlainPipeline:
+    """The ``progress`` contract of ``TrainPipelineSparseDist`` for models without embedding tables:
+    next batch -> forward -> (training) zero_grad, backward, step -> the model's output."""
+
+    def __init__(self, model: torch.nn.Module, optimizer, device: torch.device) -> None:
+        self.model, self.optimizer, self.device = model, optimizer, device
+
+    def progress(self, batches: Iterator[LiveBatch]):
+        batch = next(batches).to(self.device)
+        if self.model.training:
+            self.optimizer.zero_grad()
+        loss, output = self.model(batch)
+        if self.model.training:
+            loss.backward()
+            self.optimizer.step()
+        return output
 
 
 def plain_scorer(model: torch.nn.Module) -> Callable[[Iterator[LiveBatch]], Iterator[torch.Tensor]]:
@@ -383,7 +401,10 @@ def train(
     # pipeline_postproc lets the pipeline prefetch tables whose KJT a model builds in forward (the
     # ID baselines); torchrec versions without the option run those tables in place.
     extra = {"pipeline_postproc": True} if "pipeline_postproc" in inspect.signature(TrainPipelineSparseDist.__init__).parameters else {}
-    pipeline = TrainPipelineSparseDist(dmp, optimizer, device, **extra)
+    if embedding_modules(wrapper):
+        pipeline = TrainPipelineSparseDist(dmp, optimizer, device, **extra)
+    else:  # no table to pipeline (e.g. SelfAttention-plain, content_no_id): TorchRec's tracer has nothing to do
+        pipeline = PlainPipeline(dmp, optimizer, device)
     amp = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
     step_log = open(run_dir / "steps.jsonl", "a") if rank == 0 else None
     t_start = time.perf_counter()
