@@ -31,16 +31,28 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 
 
-def _parse_overrides(pairs: Optional[Sequence[str]]) -> Dict[str, Any]:
-    """``--set key=value`` pairs; values are parsed as YAML scalars (numbers, booleans, lists)."""
+def _parse_value(text: str) -> Any:
+    """One ``--set`` value: an int or float as Python reads it (``1e-3`` too, which YAML 1.1
+    would leave a string), else a YAML scalar / list (``true``, ``[1, 2]``, ``null``, strings)."""
     import yaml
 
+    stripped = text.strip()
+    for number in (int, float):
+        try:
+            return number(stripped)
+        except ValueError:
+            pass
+    return yaml.safe_load(text)
+
+
+def _parse_overrides(pairs: Optional[Sequence[str]]) -> Dict[str, Any]:
+    """``--set key=value`` pairs; values parsed by :func:`_parse_value` (numbers, booleans, lists)."""
     out: Dict[str, Any] = {}
     for pair in pairs or []:
         if "=" not in pair:
             raise SystemExit(f"kuaihl: --set expects key=value, got {pair!r}")
         key, value = pair.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = _parse_value(value)
     return out
 
 
@@ -148,11 +160,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     result = evaluate_run(Path(args.run), Path(args.data), args.split, json_out=args.json, predictions_out=args.predictions, progress=not args.quiet)
     keys = ["n_segments", "tau", "tau@0.2", "tau@0.4", "tau@0.6", "spearman", "auc", "logloss", "mean_pred_over_true", "per_room_tau"]
-    ref = result["reference"]["previous_segment_label"]
-    print(f"{'metric':<22}{'model':>10}{'previous-segment':>18}")
+    prev, last = result["reference"]["previous_segment_label"], result["reference"]["last_complete_label"]
+    print(f"{'metric':<22}{'model':>10}{'previous label':>16}{'last complete label':>21}")
     for k in keys:
-        fmt = (lambda v: f"{v:>10d}") if k == "n_segments" else (lambda v: f"{v:>10.4f}")
-        print(f"{k:<22}{fmt(result[k])}{fmt(ref[k]):>18}")
+        fmt = (lambda v: f"{v:d}") if k == "n_segments" else (lambda v: f"{v:.4f}")
+        print(f"{k:<22}{fmt(result[k]):>10}{fmt(prev[k]):>16}{fmt(last[k]):>21}")
+    print("previous label: the segment before the target (LVTR: not yet known when the target is scored); "
+          "last complete label: the freshest label known then (WindowConfig.label_delay)")
     for label, path in (("json", args.json), ("predictions", args.predictions)):
         if path:
             print(f"{label}: {path}")

@@ -214,6 +214,33 @@ def test_left_shift_positions_hold_segment_content_and_next_label():
             assert (live, seg + 1) in lvtr
 
 
+@pytest.mark.parametrize("label, delay, expected_lag", [("lvtr", None, 2), ("ctr", None, 0), ("lvtr", 0, 0), ("lvtr", 4, 4)])
+def test_observed_is_the_freshest_complete_label(label, delay, expected_lag):
+    """``observed`` at content segment t = label of segment t - label_delay of the same room
+    (LVTR: 2 segments, its 60 s outcome), -1 before the room has one and on padding."""
+    table = make_table(room_lengths=(30, 8, 25))
+    cfg = WindowConfig(window=10, stride=3, label=label, label_delay=delay)
+    assert cfg.observed_delay == expected_lag
+    arr = _arrays(table, cfg)
+    split = window_splits(arr, cfg, {"train": "train"})["train"]
+    batch = split.batch(np.arange(len(split)))
+    labels = {(int(l), int(s)): float(v) for l, s, v in zip(arr.live_id, arr.segment, arr.label)}
+    checked = 0
+    for w in range(batch.batch_size):
+        for i in range(batch.window):
+            got = batch.observed[w, i].item()
+            if not batch.valid[w, i]:
+                assert got == -1.0
+                continue
+            live, seg = int(batch.live_raw[w]), int(batch.segment[w, i])
+            want = labels.get((live, seg - expected_lag), -1.0)
+            assert got == pytest.approx(want), (live, seg)
+            checked += want >= 0
+    assert checked > 0
+    with pytest.raises(ValueError, match="label_delay"):
+        WindowConfig(label_delay=-1)
+
+
 def test_no_label_of_a_later_segment_reaches_earlier_inputs():
     """Perturb the label and features of segment t+1: the inputs at positions holding segments <= t
     are unchanged, and the label of segment t+1 appears only as the target of position t."""
@@ -231,9 +258,14 @@ def test_no_label_of_a_later_segment_reaches_earlier_inputs():
     a, b = sa.batch(np.arange(len(sa))), sb.batch(np.arange(len(sa)))
     seg = a.segment
     earlier = seg <= t
-    for name in ("visual", "text", "counters"):
+    for name in ("visual", "text", "counters", "observed"):
         xa, xb = getattr(a, name), getattr(b, name)
         assert torch.equal(xa[earlier], xb[earlier]), name
+    # with label_delay 0 the label of t+1 is observed at the position holding segment t+1 only
+    cfg0 = WindowConfig(window=10, stride=1, label_delay=0)
+    a0 = WindowedSplit(base, sa.index, cfg0, sa.streamer_vocab, sa.live_vocab, "train").batch(np.arange(len(sa)))
+    b0 = WindowedSplit(bumped, sa.index, cfg0, sa.streamer_vocab, sa.live_vocab, "train").batch(np.arange(len(sa)))
+    assert torch.equal(a0.observed[earlier], b0.observed[earlier]) and not torch.equal(a0.observed, b0.observed)
     changed_labels = (a.labels != b.labels)
     assert changed_labels.any()
     assert torch.all(seg[changed_labels] == t)  # only positions whose content is segment t carry label t+1

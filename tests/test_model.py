@@ -222,12 +222,19 @@ def _perturb_after(batch: LiveBatch, i: int, seed: int) -> LiveBatch:
         valid=flipped(batch.valid),
         segment=torch.where(after[None, :], batch.segment + 1000, batch.segment),
         timestamp=torch.where(after[None, :], batch.timestamp + 1000, batch.timestamp),
+        observed=noisy(batch.observed, 1.0).clamp(-1, 1),
     )
 
 
-@pytest.mark.parametrize("name", CAUSAL_NAMES + ["content+counters"])
+@pytest.mark.parametrize("name", CAUSAL_NAMES + ["content+counters", "content+counters+skip"])
 def test_causality_exact(split, spec, name):
-    model = _make("content", spec, use_counters=True) if name == "content+counters" else _make(name, spec)
+    if name == "content+counters":
+        model = _make("content", spec, use_counters=True)
+    elif name == "content+counters+skip":
+        model = _make("content", spec, use_counters=True, engagement_skip=True)
+        torch.nn.init.normal_(model.tower.head.weight)  # the zero-initialised head would hide the tower
+    else:
+        model = _make(name, spec)
     model.eval()
     batch = _batch(split, 2)
     with torch.no_grad():
@@ -490,3 +497,22 @@ def test_decoder_matches_algorithm_2():
         assert not torch.allclose(dec_hl(e_p, valid)[:, 0], dec(e_p)[:, 0])
         with pytest.raises(ValueError, match="key_valid"):
             dec_hl(e_p)
+
+
+def test_engagement_skip_starts_at_the_causal_trivial_predictor(split, spec):
+    """With ``engagement_skip`` the untrained model's logit is exactly logit(clip(observed)) where a
+    complete label is known and 0 elsewhere (zero head), so it ranks like the trivial predictor;
+    gradients reach the tower and the skip weight."""
+    model = _make("content", spec, use_counters=True, engagement_skip=True)
+    batch = _batch(split, 2)
+    logits = model(batch)
+    y = batch.observed
+    want = torch.where(y >= 0, torch.logit(y.clamp(0.01, 0.99)), torch.zeros_like(y))
+    assert torch.equal(logits, want)
+    assert (y < 0).any() and (y >= 0).any()  # the fixture has rooms' first segments and later ones
+    loss = F.binary_cross_entropy_with_logits(logits, batch.labels, weight=batch.label_mask.float())
+    loss.backward()
+    assert model.skip.weight.grad is not None and model.skip.weight.grad != 0
+    assert model.tower.head.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="use_counters"):
+        ContentConfig(engagement_skip=True)

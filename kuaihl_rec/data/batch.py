@@ -22,10 +22,12 @@ Fields (shapes; ``b`` windows, ``n`` positions, ``k_v`` visual tokens, ``C`` cou
     timestamp        int64   [b, n]             content timestamps (unix s; -1 on padding)
     streamer_raw     int64   [b]                raw streamer ids (for predictions files)
     live_raw         int64   [b]                raw live ids
-    observed         float32 [b, n] or None     the label of the *content* segment itself (its LVTR
-                                                 or CTR), known once that segment is over: the room's
-                                                 engagement so far. Position i's target (segment
-                                                 s+i+1) is never in it (0 on padding).
+    observed         float32 [b, n] or None     the freshest *complete* label when position i is
+                                                 scored: the label of segment t - label_delay for
+                                                 content segment t (LVTR: t - 2, its 60 s outcome is
+                                                 known by then; CTR: t), -1 where the room has none
+                                                 yet and on padding (WindowConfig.label_delay).
+                                                 Position i's target (segment t + 1) is never in it.
 
 Right padding (short rooms) is harmless under the causal mask: padding sits *after* every real
 position, so no real position attends to it.

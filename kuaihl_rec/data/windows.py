@@ -45,7 +45,15 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class WindowConfig:
-    """How samples are cut. ``window`` = n (20 in the papers); ``label`` is "lvtr" or "ctr"."""
+    """How samples are cut. ``window`` = n (20 in the papers); ``label`` is "lvtr" or "ctr".
+
+    ``label_delay``: how many segments after a segment ends its label is complete, i.e. known to
+    the platform. LVTR counts impressions watched longer than 60 s, so the label of segment t is
+    complete only 60 s after t ends: 2 segments of 30 s (``None`` = 2 for "lvtr", 0 for "ctr",
+    whose clicks are known at once). ``LiveBatch.observed`` at a position whose content segment is
+    t holds the label of segment ``t - label_delay`` (the freshest label known when the score for
+    t + 1 is needed), or -1 where the room has none yet.
+    """
 
     window: int = 20
     stride: int = 1
@@ -53,6 +61,22 @@ class WindowConfig:
     label: str = "lvtr"
     split_fractions: Tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = 0
+    label_delay: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.label_delay is not None and (isinstance(self.label_delay, bool) or not isinstance(self.label_delay, int) or self.label_delay < 0):
+            raise ValueError(f"WindowConfig.label_delay must be None or an integer >= 0, got {self.label_delay!r}")
+
+    @property
+    def observed_delay(self) -> int:
+        """``label_delay`` resolved: 2 segments for LVTR (60 s / 30 s), 0 for CTR."""
+        if self.label_delay is not None:
+            return self.label_delay
+        return LABEL_DELAY_DEFAULTS.get(self.label, 0)
+
+
+# segments until a label is complete (see WindowConfig.label_delay)
+LABEL_DELAY_DEFAULTS = {"lvtr": 2, "ctr": 0}
 
 
 @dataclasses.dataclass
@@ -316,8 +340,18 @@ class WindowedSplit:
             timestamp=torch.from_numpy(np.where(valid, a.timestamp[rows], -1)),
             streamer_raw=torch.from_numpy(streamer_raw.copy()),
             live_raw=torch.from_numpy(live_raw.copy()),
-            observed=torch.from_numpy(np.where(valid, a.label[rows], 0.0).astype(np.float32)),
+            observed=torch.from_numpy(self._observed(rows, valid)),
         )
+
+    def _observed(self, rows: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Label of segment ``t - delay`` of the same room for content rows ``rows`` [b, n]; -1
+        where the room has no such segment (its first ``delay`` segments) and on padding."""
+        a, delay = self.arr, self.cfg.observed_delay
+        if delay == 0:
+            return np.where(valid, a.label[rows], -1.0).astype(np.float32)
+        back = np.maximum(rows - delay, 0)
+        same = (a.live_id[back] == a.live_id[rows]) & (a.segment[rows] - a.segment[back] == delay) & (rows >= delay)
+        return np.where(valid & same, a.label[back], -1.0).astype(np.float32)
 
     def iter_batches(
         self,

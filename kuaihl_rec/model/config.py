@@ -52,11 +52,14 @@ class ContentConfig:
         use_id, use_text, use_visual: modality switches (Table 3 / III ablations). Without the
             id, a learned latent vector (shared by all streamers) takes the place of E_u.
         use_counters: add one *engagement* token per segment from the segment's counters
-            (``log1p``) and its observed label (``LiveBatch.observed``), then a linear map. Off in
-            every preset (the papers' content model reads no counters). With it the model also
-            knows the room's measured engagement so far: on the default world its pooled tau-b
-            rises from about 0.54 to 0.56, but its gain over ID models and in the offline A/B then
-            no longer depends on the content (it is the same on the content_signal 0 world).
+            (``log1p``) and the freshest complete label (``LiveBatch.observed``: for LVTR the
+            label of segment t - 2, whose 60 s outcome is known when t + 1 is scored), then a
+            linear map. Off in every preset (the papers' content model reads no counters).
+        engagement_skip: (needs ``use_counters``) add ``a * logit(clip(observed, 0.01, 0.99))``
+            to the head's logit, with a learned scalar ``a`` initialised to 1 and a zero head, so
+            the untrained model ranks exactly like the causal trivial predictor (the freshest
+            complete label) and the network learns the correction from content, id and counters
+            (residual learning; see ``ObservedSkip`` in :mod:`kuaihl_rec.model.content`).
         causal: the decoder's causal mask (True); False = fully visible (ContentCTR-HL) with
             ``batch.valid`` as key-padding mask.
         id_source: ``"streamer"`` (E_u from the TorchRec table) or ``"history"`` (ContentCTR-HL:
@@ -79,6 +82,7 @@ class ContentConfig:
     use_text: bool = True
     use_visual: bool = True
     use_counters: bool = False
+    engagement_skip: bool = False
     causal: bool = True
     id_source: str = "streamer"
     id_dim: Optional[int] = None
@@ -99,6 +103,8 @@ class ContentConfig:
             raise ValueError(f"ContentConfig.id_dim must be None or an integer >= 1, got {self.id_dim!r}")
         if not (self.use_text or self.use_visual or self.use_counters):
             raise ValueError("ContentConfig: at least one of use_text, use_visual, use_counters must be True")
+        if self.engagement_skip and not self.use_counters:
+            raise ValueError("ContentConfig: engagement_skip=True reads the observed label, so it needs use_counters=True")
         if self.fusion == "self_plain" and self.use_id:
             raise ValueError(
                 "ContentConfig: fusion='self_plain' (SelfAttention-plain) has no id by definition; set use_id=False"

@@ -92,10 +92,11 @@ class FeatureFusion(nn.Module):
 
     Tokens, in order: k_v visual tokens ``proj_1(visual)`` (if ``use_visual``), the text token
     ``proj_2(text)`` (if ``use_text``), the *engagement* token
-    ``proj_c([log1p(counters) ; observed])`` (if ``use_counters``): the segment's counters and its
-    own observed label (``LiveBatch.observed``), i.e. what the platform has measured about the
-    room up to the end of that segment. Causal by construction: position i reads segment s+i's
-    measurements, its target is segment s+i+1. Returns ``(E_f, text_seq [b, n, d] | None, visual_seq [b, n, d] | None)``,
+    ``proj_c([log1p(counters) ; y_obs ; known])`` (if ``use_counters``): the segment's counters and
+    the freshest complete label (``LiveBatch.observed``: segment t - label_delay; ``y_obs`` = 0 and
+    ``known`` = 0 where the room has none yet), i.e. what the platform has measured about the room
+    when the score is needed. Causal by construction: position i reads measurements of segment
+    t = s+i and earlier, its target is segment t+1. Returns ``(E_f, text_seq [b, n, d] | None, visual_seq [b, n, d] | None)``,
     where ``visual_seq`` is the mean of the visual tokens of each segment.
     """
 
@@ -105,7 +106,7 @@ class FeatureFusion(nn.Module):
         self.proj_visual = MLPHead(spec.visual_dim, c.d, c.dropout, c.input_norm) if c.use_visual else None
         self.proj_text = MLPHead(spec.text_dim, c.d, c.dropout, c.input_norm) if c.use_text else None
         # engagement token: log1p(counters) and the segment's observed label (LiveBatch.observed)
-        self.proj_counters = nn.Linear(spec.n_counters + 1, c.d) if c.use_counters else None
+        self.proj_counters = nn.Linear(spec.n_counters + 2, c.d) if c.use_counters else None
         self.drop = nn.Dropout(c.dropout)
         self.n_tokens = (spec.visual_tokens if c.use_visual else 0) + int(c.use_text) + int(c.use_counters)
 
@@ -121,8 +122,9 @@ class FeatureFusion(nn.Module):
             text_seq = s_a
             tokens.append(s_a.unsqueeze(2))
         if self.proj_counters is not None:
-            seen = observed if observed is not None else counters.new_zeros(counters.shape[:2])
-            engagement = torch.cat([torch.log1p(counters.clamp(min=0)), seen.unsqueeze(-1)], dim=-1)
+            seen = observed if observed is not None else counters.new_full(counters.shape[:2], -1.0)
+            known = (seen >= 0).to(counters.dtype)
+            engagement = torch.cat([torch.log1p(counters.clamp(min=0)), (seen.clamp(min=0) * known).unsqueeze(-1), known.unsqueeze(-1)], dim=-1)
             tokens.append(self.proj_counters(engagement).unsqueeze(2))
         e_f = self.drop(torch.cat(tokens, dim=2))
         return e_f, text_seq, visual_seq
@@ -142,6 +144,29 @@ class HistoryFeature(nn.Module):
         w = valid.to(e_f.dtype)[:, :, None]  # [b, n, 1]
         summed = (e_f.mean(dim=2) * w).sum(dim=1)  # [b, d]
         return self.proj(summed / w.sum(dim=1).clamp(min=1.0))
+
+
+class ObservedSkip(nn.Module):
+    """Residual path from the observed label to the logit (``ContentConfig.engagement_skip``)::
+
+        skip_i = a * logit(clip(y_obs_i, eps, 1 - eps))  if y_obs_i >= 0, else 0     [b, n]
+
+    with a learned scalar ``a`` (``a_0 = 1``). ``y_obs_i`` is the freshest complete label at
+    position i (``LiveBatch.observed``), the causal trivial predictor of the target at i; -1 (no
+    label yet, padding) contributes nothing. With ``a = 1`` and a zero head the model ranks like
+    that trivial predictor; training learns how far to trust it (``a``) and the correction (the
+    tower). ``eps`` = 0.01.
+    """
+
+    eps: float = 0.01
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(()))
+
+    def forward(self, observed: Tensor) -> Tensor:
+        y = observed.float()
+        return torch.where(y >= 0, self.weight * torch.logit(y.clamp(self.eps, 1.0 - self.eps)), torch.zeros_like(y))
 
 
 class LearnedLatent(nn.Module):
@@ -168,6 +193,9 @@ class ContentTower(nn.Module):
         self.fusion = PerceiverFusion(config)
         self.decoder = CausalDecoder(config)
         self.head = nn.Linear(config.d, 1)
+        if config.engagement_skip:  # start exactly at the trivial predictor (ObservedSkip)
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     def forward(self, e_f: Tensor, u: Optional[Tensor], valid: Tensor) -> Tensor:
         b, n, k, d = e_f.shape
@@ -240,6 +268,7 @@ class ContentCTR(nn.Module):
         elif config.fusion != "self_plain":
             self.latent = LearnedLatent(config.d)
         self.tower = ContentTower(config)
+        self.skip = ObservedSkip() if config.engagement_skip else None
 
     def encode(self, batch: LiveBatch) -> ContentOutput:
         """Logits and the projected text / visual sequences (for the alignment loss)."""
@@ -254,6 +283,10 @@ class ContentCTR(nn.Module):
         elif self.latent is not None:
             u = self.latent(e_f)
         logits = self.tower(e_f, u, batch.valid)
+        if self.skip is not None:
+            if batch.observed is None:
+                raise ValueError("engagement_skip reads LiveBatch.observed, but the batch has none")
+            logits = logits + self.skip(batch.observed)
         return ContentOutput(logits, text_seq, visual_seq)
 
     def forward(self, batch: LiveBatch) -> Tensor:
@@ -285,8 +318,10 @@ CONTENT_VARIANTS: Dict[str, Tuple[Dict[str, Any], str, str]] = {
     "cross_attention_kv": ({"fusion": "cross_kv"}, "contentctr", "ContentCTR Table 1 CrossAttention-kv"),
     "cross_attention_qkv": ({"fusion": "cross_qkv"}, "contentctr", "ContentCTR Table 1 CrossAttention-qkv"),
     "content_no_id": ({"use_id": False}, "contentctr", "modality ablation: without ID"),
-    "content_no_text": ({"use_text": False}, "contentctr", "modality ablation: without text"),
-    "content_no_visual": ({"use_visual": False}, "contentctr", "modality ablation: without visual"),
+    # Without one modality there is nothing to align (the DTW term needs both sequences): the
+    # papers' total loss less its alignment term, point + L1 (ContentCTR eq. 14 with lambda2 = 0).
+    "content_no_text": ({"use_text": False}, "point+L1", "modality ablation: without text"),
+    "content_no_visual": ({"use_visual": False}, "point+L1", "modality ablation: without visual"),
     # ContentCTR-HL optimises point + align only (ContentCTR 4.2): loss preset "contentctr_hl".
     "content_hl": ({"id_source": "history", "causal": False}, "contentctr_hl", "ContentCTR-HL: history feature, fully visible mask"),
 }

@@ -6,10 +6,14 @@ windows the split in eval mode with the run's window settings and *the run's tra
 once (MODEL_SPEC section 1), and writes::
 
     {"model", "n_segments", "tau", "tau@0.2", "tau@0.4", "tau@0.6", "spearman", "auc", "logloss",
-     "mean_pred_over_true", "per_room_tau", ..., "reference": {"previous_segment_label": {...}}}
+     "mean_pred_over_true", "per_room_tau", ..., "reference": {"previous_segment_label": {...},
+     "last_complete_label": {...}}}
 
-``reference.previous_segment_label`` is the trivial predictor: the label of the segment the model
-sees last (the current segment's LVTR) used as the score for the next one.
+``reference`` holds the two trivial predictors (:func:`reference_scores`):
+``previous_segment_label`` (the label of the segment the model sees last, used as the score for
+the next one; for LVTR it is not yet known at that time: its 60 s outcome is still open) and
+``last_complete_label`` (the freshest label known when the score is needed: LVTR of segment
+u - 3 for target u; ``WindowConfig.label_delay``).
 With ``predictions`` it also writes one Parquet row per scored segment (live_id, streamer_id,
 segment, label, score) so every metric can be recomputed independently.
 """
@@ -71,14 +75,35 @@ def eval_split(run_dir: Path, data_dir: Path, split: str = "test") -> WindowedSp
     return WindowedSplit(arr, index, wcfg, IdVocab(vocab["streamer"]), IdVocab(vocab["live"]), "eval")
 
 
-def previous_label_scores(split: WindowedSplit, scored: Dict[str, np.ndarray]) -> np.ndarray:
-    """The trivial predictor: for target segment u, the label of segment u-1 of the same room."""
-    a = split.arr
-    key = a.live_id.astype(np.int64) * 1_000_000 + a.segment
-    order = np.argsort(key)
-    want = scored["live_id"].astype(np.int64) * 1_000_000 + scored["segment"] - 1
-    pos = order[np.searchsorted(key, want, sorter=order)]
-    return a.label[pos].astype(np.float64)
+def lagged_label_scores(live_id: np.ndarray, segment: np.ndarray, label: np.ndarray, target_live: np.ndarray, target_segment: np.ndarray, lag: int) -> np.ndarray:
+    """A trivial predictor: for target segment u of room r, the label of segment u - ``lag`` of r.
+
+    ``live_id, segment, label`` describe the segment table (any order); targets whose room has no
+    segment u - lag (its first ``lag`` segments) get the mean of the other targets' scores, a
+    constant that carries no information (all tied). Returns float64 ``[len(target_live)]``.
+    """
+    key = live_id.astype(np.int64) * 1_000_000 + segment.astype(np.int64)
+    order = np.argsort(key, kind="stable")
+    want = target_live.astype(np.int64) * 1_000_000 + target_segment.astype(np.int64) - lag
+    pos = np.clip(np.searchsorted(key, want, sorter=order), 0, len(key) - 1)
+    found = key[order[pos]] == want
+    scores = np.where(found, label[order[pos]], np.nan).astype(np.float64)
+    if not found.all():
+        scores[~found] = float(np.nanmean(scores)) if found.any() else 0.5
+    return scores
+
+
+def reference_scores(live_id: np.ndarray, segment: np.ndarray, label: np.ndarray, target_live: np.ndarray, target_segment: np.ndarray, label_delay: int) -> Dict[str, np.ndarray]:
+    """The two trivial predictors every report shows, as scores of the targets:
+
+    * ``previous_segment_label``: the label of segment u - 1 (the issue's trivial predictor). For
+      LVTR it is *not* known when u is scored: its 60 s outcome ends during u + 1.
+    * ``last_complete_label``: the label of segment u - 1 - ``label_delay``, the freshest label the
+      platform has when u is scored (LVTR: u - 3). Equal to the first when the delay is 0.
+    """
+    out = {"previous_segment_label": lagged_label_scores(live_id, segment, label, target_live, target_segment, 1)}
+    out["last_complete_label"] = lagged_label_scores(live_id, segment, label, target_live, target_segment, 1 + label_delay)
+    return out
 
 
 def evaluate_run(run_dir: Path, data_dir: Path, split: str = "test", json_out: Optional[Path] = None, predictions_out: Optional[Path] = None, progress: bool = True) -> Dict[str, Any]:
@@ -89,8 +114,10 @@ def evaluate_run(run_dir: Path, data_dir: Path, split: str = "test", json_out: O
     windows = eval_split(run_dir, data_dir, split)
     scored = score_split(plain_scorer(model), windows, batch_size=256, device=torch.device("cpu"), progress=progress)
     metrics = evaluate_segments(scored["label"], scored["score"], room_ids=scored["live_id"])
-    trivial = evaluate_segments(scored["label"], previous_label_scores(windows, scored), room_ids=scored["live_id"])
-    result: Dict[str, Any] = {"model": saved["train"]["model"], "run": str(run_dir), "data": str(data_dir), "split": split, **metrics, "reference": {"previous_segment_label": trivial}}
+    a = windows.arr
+    refs = reference_scores(a.live_id, a.segment, a.label, scored["live_id"], scored["segment"], windows.cfg.observed_delay)
+    reference = {name: evaluate_segments(scored["label"], score, room_ids=scored["live_id"]) for name, score in refs.items()}
+    result: Dict[str, Any] = {"model": saved["train"]["model"], "run": str(run_dir), "data": str(data_dir), "split": split, **metrics, "reference": reference}
     if json_out:
         atomic_write_json(json_out, result)
     if predictions_out:

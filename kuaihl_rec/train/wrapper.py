@@ -40,6 +40,14 @@ class TrainWrapper(nn.Module):
                 f"loss preset with the alignment term needs a model with encode(batch) (text/visual sequences); "
                 f"{type(model).__name__} has none: choose a loss preset without 'align'"
             )
+        config = getattr(model, "config", None)
+        if self.needs_sequences and config is not None and not (getattr(config, "use_text", True) and getattr(config, "use_visual", True)):
+            missing = "text" if not getattr(config, "use_text", True) else "visual"
+            raise ValueError(
+                f"the loss has the alignment term (DTW between the text and visual sequences), but this "
+                f"model has no {missing} input (use_{missing}=False): choose a loss preset without 'align', "
+                f"e.g. 'point+L1'"
+            )
         self.generator = torch.Generator()
         self.generator.manual_seed(seed)
         if dist.is_initialized() and dist.get_world_size() > 1:
