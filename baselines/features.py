@@ -65,18 +65,9 @@ from torch import Tensor, nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, KeyedTensor, PoolingType
 
 from kuaihl_rec.data.batch import BatchSpec, LiveBatch
-from kuaihl_rec.data.schema import COUNTER_COLUMNS
+from kuaihl_rec.data.schema import COUNTER_COLUMNS, PAPER_COUNTER_COLUMNS
 
-PAPER_COUNTERS: Tuple[str, ...] = (
-    "n_exposures",
-    "n_comments",
-    "n_gifts",
-    "n_clicks",
-    "n_likes",
-    "n_follows",
-    "n_entries",
-    "n_exits",
-)
+PAPER_COUNTERS: Tuple[str, ...] = PAPER_COUNTER_COLUMNS
 COUNTER_SETS: Dict[str, Tuple[str, ...]] = {"paper": PAPER_COUNTERS, "all": COUNTER_COLUMNS}
 HOURS = 24
 ID_KEYS: Tuple[str, ...] = ("streamer_id", "live_id")

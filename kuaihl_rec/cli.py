@@ -188,7 +188,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         changes["lr_grid"] = tuple(float(x) for x in args.lr_grid.split(","))
     budget = dataclasses.replace(budget, **changes)
     models = [m.strip() for m in args.models.split(",")] if args.models else None
-    report = run_compare([Path(d) for d in args.data], Path(args.out), models=models, budget=budget, progress=not args.quiet)
+    if args.jobs < 1:
+        raise SystemExit(f"kuaihl compare: --jobs must be >= 1, got {args.jobs}")
+    report = run_compare([Path(d) for d in args.data], Path(args.out), models=models, budget=budget, progress=not args.quiet, jobs=args.jobs)
     print(f"report: {report}\nresults: {Path(args.out) / 'results.json'}")
     return 0
 
@@ -297,8 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="report directory")
     p.add_argument("--models", default=None, help="comma-separated registry names or rows (default: every row)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per entry (default 3)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 2)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 4)")
     p.add_argument("--lr-grid", default=None, help="comma-separated learning rates searched per entry (default 1e-3,3e-3)")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once in worker processes, each with cpu_count/jobs threads (default 1)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("ab", help="offline A/B test of a ranking change on the world's hidden truth")

@@ -64,8 +64,11 @@ TABLE1_VARIANTS = (
     Entry("content", "content", paper_tau=0.5919),
     Entry("kuaihl", "kuaihl", paper_tau=0.5961),
     # Our extension: the content model that also reads the room's measured engagement so far
-    # (counters + the content segment's own label), the information the ID models get.
+    # when the score is needed: the counters the ID models read + the freshest complete label
+    # (LVTR of segment t - 2, WindowConfig.label_delay).
     Entry("content+engagement", "content", overrides=(("use_counters", True),)),
+    # ... and a residual path from the freshest complete label to the logit (ObservedSkip)
+    Entry("content+engagement+skip", "content", overrides=(("engagement_skip", True), ("use_counters", True))),
 )
 LOSS_ABLATION = (
     Entry("loss:point", "content", "point", paper_tau=0.5761),
@@ -157,53 +160,157 @@ def significant(a: Dict[str, Any], b: Dict[str, Any]) -> Optional[bool]:
     return abs(diff) >= 2 * se if se > 0 else diff != 0
 
 
-def reference_rows(data_dir: Path, predictions: Path) -> Dict[str, Dict[str, float]]:
-    """Trivial (previous label) and ceiling (hidden true rate) on the scored segments of ``predictions``."""
+TRIVIAL_ROW = "trivial (previous segment's label)"
+COMPLETE_ROW = "last complete label (known at scoring time)"
+CEILING_ROW = "ceiling (hidden true rate)"
+
+
+def reference_rows(data_dir: Path, predictions: Path, label_delay: int = 2) -> Dict[str, Dict[str, float]]:
+    """The reference rows on exactly the scored segments of ``predictions``:
+
+    * trivial: the previous segment's label (the issue's trivial predictor; for LVTR not yet known
+      when the target is scored, its 60 s outcome is still open),
+    * last complete label: the label of segment u - 1 - ``label_delay`` (what the platform knows),
+    * ceiling: the world's hidden true rate (only with a synthetic world's truth sidecar).
+    """
     import pyarrow.parquet as pq
 
     from kuaihl_rec.metrics import evaluate_segments
+    from kuaihl_rec.train.evaluate import reference_scores
 
     preds = pq.read_table(predictions).to_pandas()
     seg = pq.read_table(Path(data_dir) / "segments", columns=["live_id", "segment", "lvtr"]).to_pandas()
-    prev = seg.assign(segment=seg["segment"] + 1).rename(columns={"lvtr": "prev_label"})
-    merged = preds.merge(prev, on=["live_id", "segment"], how="left")
-    if merged["prev_label"].isna().any():
-        raise ValueError(f"{predictions}: {int(merged['prev_label'].isna().sum())} scored segments have no previous segment")
-    rooms = merged["live_id"].to_numpy()
-    out = {"trivial (previous segment's label)": evaluate_segments(merged["label"].to_numpy(), merged["prev_label"].to_numpy(), room_ids=rooms)}
+    live, segment = preds["live_id"].to_numpy(), preds["segment"].to_numpy()
+    refs = reference_scores(seg["live_id"].to_numpy(), seg["segment"].to_numpy(), seg["lvtr"].to_numpy(), live, segment, label_delay)
+    labels = preds["label"].to_numpy()
+    out = {
+        TRIVIAL_ROW: evaluate_segments(labels, refs["previous_segment_label"], room_ids=live),
+        COMPLETE_ROW: evaluate_segments(labels, refs["last_complete_label"], room_ids=live),
+    }
     truth_path = Path(data_dir) / "truth" / "segments_truth.parquet"
     if truth_path.exists():
         truth = pq.read_table(truth_path, columns=["live_id", "segment", "true_lvtr"]).to_pandas()
-        merged = merged.merge(truth, on=["live_id", "segment"], how="left")
-        out["ceiling (hidden true rate)"] = evaluate_segments(merged["label"].to_numpy(), merged["true_lvtr"].to_numpy(), room_ids=rooms)
+        merged = preds.merge(truth, on=["live_id", "segment"], how="left")
+        if merged["true_lvtr"].isna().any():
+            raise ValueError(f"{truth_path}: {int(merged['true_lvtr'].isna().sum())} scored segments have no true rate")
+        out[CEILING_ROW] = evaluate_segments(labels, merged["true_lvtr"].to_numpy(), room_ids=live)
     return out
 
 
-def run_world(data_dir: Path, out_dir: Path, entries: Sequence[Entry], budget: CompareBudget, progress: bool = True) -> Dict[str, Any]:
-    """Every entry on one world: lr search on seed 0, then ``budget.seeds`` seeds; aggregated metrics."""
+def _training_key(entry: Entry) -> Tuple[str, str, Tuple[Tuple[str, Any], ...]]:
+    """What a run of ``entry`` trains: (model, resolved loss configuration, overrides). Two rows
+    with the same key (e.g. ``content`` and ``loss:point+L1+align``, whose loss presets are equal)
+    share their runs instead of training the same thing twice."""
+    from kuaihl_rec.losses import LOSS_PRESETS
+
+    loss = entry.loss or default_loss(entry.model)
+    return entry.model, repr(LOSS_PRESETS[loss]), tuple(sorted(entry.overrides))
+
+
+def default_loss(model: str) -> str:
+    """The loss preset a registered model trains with by default (built on a one-row spec)."""
+    from kuaihl_rec.data.batch import BatchSpec
+    from kuaihl_rec.model import create_model
+
+    spec = BatchSpec(visual_tokens=1, visual_dim=2, text_dim=2, num_streamers=2, num_lives=2, n_counters=10, window=2)
+    return getattr(create_model(model, spec), "default_loss", "point")
+
+
+def _job(args: Tuple[str, str, Entry, float, int, CompareBudget, int]) -> Dict[str, Any]:
+    """One training + test scoring in a worker process (``threads`` intra-op threads)."""
+    data_dir, run_dir, entry, lr, seed, budget, threads = args
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.WARNING)
+    return _train_and_eval(Path(data_dir), Path(run_dir), entry, lr, seed, budget, progress=False)
+
+
+class _Runner:
+    """Runs training jobs in order (``jobs`` = 1, in this process) or on a pool of ``jobs`` worker
+    processes with ``cpu_count // jobs`` threads each (small models use cores better as several
+    single-threaded runs than as one multi-threaded run)."""
+
+    def __init__(self, jobs: int) -> None:
+        self.jobs = jobs
+        self.pool = None
+        if jobs > 1:
+            import multiprocessing as mp
+            import os
+            from concurrent.futures import ProcessPoolExecutor
+
+            self.threads = max(1, (os.cpu_count() or 1) // jobs)
+            self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
+
+    def map(self, tasks: List[Tuple[Path, Path, Entry, float, int, CompareBudget]], on_done) -> List[Dict[str, Any]]:
+        if self.pool is None:
+            out = []
+            for t in tasks:
+                out.append(_train_and_eval(*t, progress=False))
+                on_done()
+            return out
+        from concurrent.futures import as_completed
+
+        futures = {self.pool.submit(_job, (str(t[0]), str(t[1]), t[2], t[3], t[4], t[5], self.threads)): i for i, t in enumerate(tasks)}
+        out: List[Optional[Dict[str, Any]]] = [None] * len(tasks)
+        for fut in as_completed(futures):
+            out[futures[fut]] = fut.result()
+            on_done()
+        return out  # type: ignore[return-value]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+def run_world(data_dir: Path, out_dir: Path, entries: Sequence[Entry], budget: CompareBudget, progress: bool = True, jobs: int = 1) -> Dict[str, Any]:
+    """Every entry on one world: lr search on seed 0, then ``budget.seeds`` seeds; aggregated metrics.
+
+    Rows that train the same thing (:func:`_training_key`) share runs; ``jobs`` > 1 trains that
+    many runs at once in worker processes (phase 1: every learning rate on seed 0; phase 2: the
+    other seeds at each entry's chosen rate).
+    """
     from tqdm.auto import tqdm
 
-    results: Dict[str, Any] = {"models": {}, "lr": {}, "runs": {}}
-    n_jobs = len(entries) * (len(budget.lr_grid) + budget.seeds - 1)
+    results: Dict[str, Any] = {"models": {}, "lr": {}, "runs": {}, "shared_runs": {}}
+    unique: Dict[Tuple[str, str, Tuple[Tuple[str, Any], ...]], Entry] = {}
+    for entry in entries:
+        key = _training_key(entry)
+        if key in unique:
+            results["shared_runs"][entry.name] = unique[key].name
+        else:
+            unique[key] = entry
+    trained = list(unique.values())
+    n_jobs = len(trained) * (len(budget.lr_grid) + budget.seeds - 1)
     bar = tqdm(total=n_jobs, desc=f"compare {Path(data_dir).name}", unit="run", disable=not progress)
     t0 = time.perf_counter()
+    runner = _Runner(jobs)
+    run_path = lambda e, lr, seed: out_dir / "runs" / e.name / f"lr{lr:g}-seed{seed}"
+    try:
+        search_tasks = [(data_dir, run_path(e, lr, 0), e, lr, 0, budget) for e in trained for lr in budget.lr_grid]
+        search_out = runner.map(search_tasks, lambda: bar.update(1))
+        search = {(t[2].name, t[3]): r for t, r in zip(search_tasks, search_out)}
+        best = {e.name: max(budget.lr_grid, key=lambda lr: search[(e.name, lr)]["summary"]["best_val_tau"]) for e in trained}
+        seed_tasks = [(data_dir, run_path(e, best[e.name], seed), e, best[e.name], seed, budget) for e in trained for seed in range(1, budget.seeds)]
+        seed_out = runner.map(seed_tasks, lambda: bar.update(1))
+    finally:
+        runner.close()
+        bar.close()
+    per_entry: Dict[str, List[Dict[str, Any]]] = {e.name: [search[(e.name, best[e.name])]] for e in trained}
+    for t, r in zip(seed_tasks, seed_out):
+        per_entry[t[2].name].append(r)
     for entry in entries:
-        search = {}
-        for lr in budget.lr_grid:
-            search[lr] = _train_and_eval(data_dir, out_dir / "runs" / entry.name / f"lr{lr:g}-seed0", entry, lr, 0, budget, progress=False)
-            bar.update(1)
-        best_lr = max(search, key=lambda lr: search[lr]["summary"]["best_val_tau"])
-        per_seed = [search[best_lr]]
-        for seed in range(1, budget.seeds):
-            per_seed.append(_train_and_eval(data_dir, out_dir / "runs" / entry.name / f"lr{best_lr:g}-seed{seed}", entry, best_lr, seed, budget, progress=False))
-            bar.update(1)
-        results["lr"][entry.name] = {"chosen": best_lr, "val_tau": {f"{lr:g}": r["summary"]["best_val_tau"] for lr, r in search.items()}}
-        results["models"][entry.name] = _aggregate([r["test"] for r in per_seed])
-        results["runs"][entry.name] = [str(out_dir / "runs" / entry.name / f"lr{best_lr:g}-seed{s}") for s in range(budget.seeds)]
-        bar.set_postfix(last=entry.name, tau=f"{results['models'][entry.name]['tau']['mean']:.4f}")
-    bar.close()
+        source = unique[_training_key(entry)]
+        results["lr"][entry.name] = {"chosen": best[source.name], "val_tau": {f"{lr:g}": search[(source.name, lr)]["summary"]["best_val_tau"] for lr in budget.lr_grid}}
+        results["models"][entry.name] = _aggregate([r["test"] for r in per_entry[source.name]])
+        results["runs"][entry.name] = [str(run_path(source, best[source.name], s)) for s in range(budget.seeds)]
     first_run = Path(next(iter(results["runs"].values()))[0])
-    results["references"] = reference_rows(data_dir, first_run / "test_predictions.parquet")
+    saved = json.loads((first_run / "config.json").read_text())
+    from kuaihl_rec.data.windows import WindowConfig
+
+    delay = WindowConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in saved["window"].items()}).observed_delay
+    results["references"] = reference_rows(data_dir, first_run / "test_predictions.parquet", delay)
+    results["label_delay"] = delay
     results["seconds"] = round(time.perf_counter() - t0, 1)
     world_cfg = Path(data_dir) / "world_config.yaml"
     results["world"] = world_cfg.read_text() if world_cfg.exists() else None
@@ -278,16 +385,16 @@ def write_report(out_dir: Path, results: Dict[str, Any]) -> Path:
     return path
 
 
-def run_compare(data_dirs: Sequence[Path], out_dir: Path, models: Optional[Sequence[str]] = None, budget: CompareBudget = CompareBudget(), progress: bool = True) -> Path:
+def run_compare(data_dirs: Sequence[Path], out_dir: Path, models: Optional[Sequence[str]] = None, budget: CompareBudget = CompareBudget(), progress: bool = True, jobs: int = 1) -> Path:
     from kuaihl_rec.compare_figures import figure4, figure6
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = entries_for(models)
-    results: Dict[str, Any] = {"worlds": {}, "budget": dataclasses.asdict(budget), "entries": [dataclasses.asdict(e) for e in entries]}
+    results: Dict[str, Any] = {"worlds": {}, "budget": dataclasses.asdict(budget), "entries": [dataclasses.asdict(e) for e in entries], "jobs": jobs}
     for data_dir in data_dirs:
         name = Path(data_dir).name
-        results["worlds"][name] = run_world(Path(data_dir), out_dir / name, entries, budget, progress)
+        results["worlds"][name] = run_world(Path(data_dir), out_dir / name, entries, budget, progress, jobs=jobs)
         atomic_write_json(out_dir / "results.json", results)
     first = Path(data_dirs[0])
     res = results["worlds"][first.name]

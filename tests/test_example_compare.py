@@ -22,9 +22,34 @@ def test_compare_example_on_a_tiny_world(tmp_path):
            "--models", "content,deepfm", "--epochs", "1"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    for row in ("content", "deepfm", "trivial (previous segment's label)", "ceiling (hidden true rate)"):
+    for row in ("content", "deepfm", "trivial (previous segment's label)", "last complete label (known at scoring time)", "ceiling (hidden true rate)"):
         assert row in out.stdout
     results = json.loads((tmp_path / "cmp" / "results.json").read_text())
     models = results["worlds"]["mydata"]["models"]
     assert set(models) == {"content", "deepfm"} and all(-1 <= m["tau"]["mean"] <= 1 for m in models.values())
     assert (tmp_path / "cmp" / "report.md").exists() and (tmp_path / "cmp" / "fig4_room_timeline.png").exists()
+
+
+@pytest.mark.slow
+def test_parallel_jobs_and_shared_rows(tmp_path):
+    """``jobs=2`` trains in two worker processes; rows that train the same thing share runs
+    (``loss:point+L1+align`` is the content model's own loss); a second call reuses every finished
+    run and reproduces the results exactly."""
+    from kuaihl_rec.compare import CompareBudget, run_compare
+    from kuaihl_rec.data.world import generate_world, load_world_config, write_world
+
+    data = tmp_path / "w"
+    write_world(generate_world(load_world_config(preset="tiny")), data)
+    budget = CompareBudget(epochs=1, seeds=2, lr_grid=(1e-3,))
+    models = ["content", "loss:point+L1+align", "deepfm"]
+    run_compare([data], tmp_path / "cmp", models=models, budget=budget, progress=False, jobs=2)
+    first = json.loads((tmp_path / "cmp" / "results.json").read_text())["worlds"]["w"]
+    assert first["shared_runs"] == {"loss:point+L1+align": "content"}
+    assert first["models"]["loss:point+L1+align"] == first["models"]["content"]
+    assert sorted(p.name for p in (tmp_path / "cmp" / "w" / "runs").iterdir()) == ["content", "deepfm"]
+    assert all(len(first["models"][m]["tau"]["values"]) == 2 for m in models)
+    run_compare([data], tmp_path / "cmp", models=models, budget=budget, progress=False, jobs=1)
+    again = json.loads((tmp_path / "cmp" / "results.json").read_text())["worlds"]["w"]
+    assert again["models"] == first["models"]
+    refs = first["references"]
+    assert refs["last complete label (known at scoring time)"]["tau"] < refs["trivial (previous segment's label)"]["tau"] < refs["ceiling (hidden true rate)"]["tau"]

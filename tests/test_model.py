@@ -516,3 +516,20 @@ def test_engagement_skip_starts_at_the_causal_trivial_predictor(split, spec):
     assert model.tower.head.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="use_counters"):
         ContentConfig(engagement_skip=True)
+
+
+def test_engagement_token_reads_only_counters_known_at_scoring_time(split, spec):
+    """The engagement token reads the eight ContentCTR 4.3.2 counters; n_viewers and n_long_viewers
+    (whose ratio is the segment's LVTR, complete only two segments later) never reach the model."""
+    from kuaihl_rec.data.schema import COUNTER_COLUMNS
+
+    model = _make("content", spec, use_counters=True)
+    model.eval()
+    batch = _batch(split, 2)
+    with torch.no_grad():
+        base = model(batch)
+        for column, reaches in (("n_long_viewers", False), ("n_viewers", False), ("n_clicks", True), ("n_exits", True)):
+            bumped = batch.counters.clone()
+            bumped[..., COUNTER_COLUMNS.index(column)] += 1000.0
+            out = model(_replace(batch, counters=bumped))
+            assert torch.equal(out, base) != reaches, column

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from torchrec import EmbeddingCollection, EmbeddingConfig
 
 from kuaihl_rec.data.batch import BatchSpec, LiveBatch
+from kuaihl_rec.data.schema import COUNTER_COLUMNS, PAPER_COUNTER_COLUMNS
 from kuaihl_rec.model.blocks import MLPHead
 from kuaihl_rec.model.config import ContentConfig, content_config
 from kuaihl_rec.model.decoder import CausalDecoder
@@ -92,7 +93,9 @@ class FeatureFusion(nn.Module):
 
     Tokens, in order: k_v visual tokens ``proj_1(visual)`` (if ``use_visual``), the text token
     ``proj_2(text)`` (if ``use_text``), the *engagement* token
-    ``proj_c([log1p(counters) ; y_obs ; known])`` (if ``use_counters``): the segment's counters and
+    ``proj_c([log1p(counters) ; y_obs ; known])`` (if ``use_counters``): the segment's eight
+    ContentCTR 4.3.2 counters (``PAPER_COUNTER_COLUMNS``, what the ID baselines read; not
+    ``n_long_viewers``, the numerator of the not yet complete LVTR) and
     the freshest complete label (``LiveBatch.observed``: segment t - label_delay; ``y_obs`` = 0 and
     ``known`` = 0 where the room has none yet), i.e. what the platform has measured about the room
     when the score is needed. Causal by construction: position i reads measurements of segment
@@ -106,7 +109,10 @@ class FeatureFusion(nn.Module):
         self.proj_visual = MLPHead(spec.visual_dim, c.d, c.dropout, c.input_norm) if c.use_visual else None
         self.proj_text = MLPHead(spec.text_dim, c.d, c.dropout, c.input_norm) if c.use_text else None
         # engagement token: log1p(counters) and the segment's observed label (LiveBatch.observed)
-        self.proj_counters = nn.Linear(spec.n_counters + 2, c.d) if c.use_counters else None
+        self.proj_counters = nn.Linear(len(PAPER_COUNTER_COLUMNS) + 2, c.d) if c.use_counters else None
+        if c.use_counters and spec.n_counters != len(COUNTER_COLUMNS):
+            raise ValueError(f"use_counters reads the counters in COUNTER_COLUMNS order ({len(COUNTER_COLUMNS)}), but spec.n_counters = {spec.n_counters}")
+        self.register_buffer("counter_index", torch.tensor([COUNTER_COLUMNS.index(c) for c in PAPER_COUNTER_COLUMNS]), persistent=False)
         self.drop = nn.Dropout(c.dropout)
         self.n_tokens = (spec.visual_tokens if c.use_visual else 0) + int(c.use_text) + int(c.use_counters)
 
@@ -124,7 +130,8 @@ class FeatureFusion(nn.Module):
         if self.proj_counters is not None:
             seen = observed if observed is not None else counters.new_full(counters.shape[:2], -1.0)
             known = (seen >= 0).to(counters.dtype)
-            engagement = torch.cat([torch.log1p(counters.clamp(min=0)), (seen.clamp(min=0) * known).unsqueeze(-1), known.unsqueeze(-1)], dim=-1)
+            paper = counters.index_select(-1, self.counter_index)
+            engagement = torch.cat([torch.log1p(paper.clamp(min=0)), (seen.clamp(min=0) * known).unsqueeze(-1), known.unsqueeze(-1)], dim=-1)
             tokens.append(self.proj_counters(engagement).unsqueeze(2))
         e_f = self.drop(torch.cat(tokens, dim=2))
         return e_f, text_seq, visual_seq
