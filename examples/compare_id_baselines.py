@@ -4,7 +4,9 @@
 
 `--data` is any segment table (`kuaihl world`, `kuaihl klive`, or your own export validated by
 `kuaihl validate`); every model is trained by the same trainer with the same budget and scored on
-the test rooms once per segment, next to the trivial (previous label) and ceiling rows.
+the test rooms once per segment, next to the reference rows: the trivial predictor (previous
+segment's label), the last complete label (what the platform knows at scoring time) and, on a
+synthetic world, the ceiling (hidden true rate).
 """
 
 import argparse
