@@ -325,26 +325,39 @@ class CallableScores(ScoreSource):
 # ------------------------------------------------------------------------------------------------
 
 
-def _prev(obs: pd.DataFrame, column: str) -> np.ndarray:
-    """Value of ``column`` at segment u - 1 of the same room (NaN at u = 0 or a gap)."""
+#: Observable columns that are complete only some segments after their segment ends: LVTR counts
+#: views longer than 60 s, so the LVTR (and its numerator) of segment j is known at the end of
+#: segment j + 2 (README "When a label is known"; ``WindowConfig.label_delay``).
+DELAYED_COLUMNS: Dict[str, int] = {"lvtr": 2, "n_long_viewers": 2}
+LVTR_DELAY = DELAYED_COLUMNS["lvtr"]
+
+
+def _prev(obs: pd.DataFrame, column: str, lag: int = 1) -> np.ndarray:
+    """Value of ``column`` at segment u - ``lag`` of the same room (NaN where the room has none)."""
     live = obs["live_id"].to_numpy()
     seg = obs["segment"].to_numpy()
     val = obs[column].to_numpy(dtype=np.float64)
     out = np.full(len(obs), np.nan)
-    same = (live[1:] == live[:-1]) & (seg[1:] == seg[:-1] + 1)
-    out[1:][same] = val[:-1][same]
+    if lag < len(obs):
+        same = (live[lag:] == live[:-lag]) & (seg[lag:] == seg[:-lag] + lag)
+        out[lag:][same] = val[:-lag][same]
     return out
 
 
-def _cum_before(obs: pd.DataFrame, column: str) -> np.ndarray:
-    """Sum of ``column`` over segments < u of the same room (0 at u = 0)."""
+def _cum_before(obs: pd.DataFrame, column: str, lag: int = 1) -> np.ndarray:
+    """Sum of ``column`` over segments <= u - ``lag`` of the same room (0 where there are none)."""
     live = obs["live_id"].to_numpy()
+    seg = obs["segment"].to_numpy().astype(np.int64)
     val = obs[column].to_numpy(dtype=np.float64)
-    c = np.cumsum(val)
     first = np.r_[True, live[1:] != live[:-1]]
-    start_idx = np.maximum.accumulate(np.where(first, np.arange(len(live)), 0))
-    before_start = np.where(start_idx > 0, c[start_idx - 1], 0.0)
-    return c - val - before_start
+    room = np.cumsum(first) - 1
+    start = np.flatnonzero(first)[room]
+    inclusive = np.cumsum(val)
+    before_room = np.where(start > 0, inclusive[start - 1], 0.0)
+    key = room.astype(np.int64) * (1 << 32) + seg
+    pos = np.searchsorted(key, key - lag, side="right") - 1  # last row of the room with segment <= u - lag
+    ok = (pos >= 0) & (pos >= start)
+    return np.where(ok, inclusive[np.maximum(pos, 0)] - before_room, 0.0)
 
 
 def prev_ctr(obs: pd.DataFrame) -> np.ndarray:
@@ -353,8 +366,9 @@ def prev_ctr(obs: pd.DataFrame) -> np.ndarray:
 
 
 def prev_lvtr(obs: pd.DataFrame) -> np.ndarray:
-    """LVTR label of segment u - 1 (the trivial predictor ``kuaihl eval`` reports as reference)."""
-    return _prev(obs, "lvtr")
+    """The last complete LVTR at tick u: the label of segment u - 3 (LVTR of u - 1 and u - 2 still
+    waits for its 60 s outcome). ``kuaihl eval`` reports it as ``last_complete_label``."""
+    return _prev(obs, "lvtr", lag=1 + LVTR_DELAY)
 
 
 def cum_ctr(obs: pd.DataFrame, prior_clicks: float = 1.0, prior_exposures: float = 10.0) -> np.ndarray:
@@ -366,8 +380,10 @@ def cum_ctr(obs: pd.DataFrame, prior_clicks: float = 1.0, prior_exposures: float
 
 
 def cum_lvtr(obs: pd.DataFrame, prior_long: float = 3.0, prior_viewers: float = 5.0) -> np.ndarray:
-    """The room's smoothed LVTR over segments < u: (long viewers + 3) / (viewers + 5); NaN at u = 0."""
-    lv, v = _cum_before(obs, "n_long_viewers"), _cum_before(obs, "n_viewers")
+    """The room's smoothed LVTR over its complete segments (<= u - 3): (long viewers + 3) /
+    (viewers + 5); the prior alone until the room has a complete segment; NaN at u = 0."""
+    lag = 1 + LVTR_DELAY
+    lv, v = _cum_before(obs, "n_long_viewers", lag), _cum_before(obs, "n_viewers", lag)
     out = (lv + prior_long) / (v + prior_viewers)
     out[obs["segment"].to_numpy() == 0] = np.nan
     return out
@@ -439,8 +455,10 @@ def check_causal(fn: Callable[[pd.DataFrame], Any], obs: pd.DataFrame, name: str
     """Refuse an observable term whose score for target u reads segment u or later.
 
     For each trial, every room gets a random cut c (1 <= c < T); all observable values of segments
-    >= c are replaced by noise, and the scores of targets u <= c must not change (bit for bit,
-    NaN included). Raises :class:`LeakageError` with the share of changed scores otherwise.
+    >= c are replaced by noise, and so are the values of :data:`DELAYED_COLUMNS` of segments >= c -
+    delay (LVTR of segments u - 1 and u - 2 is not yet complete at tick u); the scores of targets
+    u <= c must not change (bit for bit, NaN included). Raises :class:`LeakageError` with the share
+    of changed scores otherwise.
     """
     rng = np.random.default_rng(seed)
     base = np.asarray(fn(obs), dtype=np.float64)
@@ -452,7 +470,6 @@ def check_causal(fn: Callable[[pd.DataFrame], Any], obs: pd.DataFrame, name: str
     for _ in range(n_trials):
         cut_room = 1 + np.floor(rng.random(len(lengths)) * np.maximum(lengths - 1, 1)).astype(np.int64)
         cut = cut_room[room]
-        future = seg >= cut
         pert = obs.copy()
         for col in pert.columns:
             if col in ("live_id", "segment", "streamer_id", "timestamp", "split"):
@@ -460,9 +477,10 @@ def check_causal(fn: Callable[[pd.DataFrame], Any], obs: pd.DataFrame, name: str
             vals = pert[col].to_numpy()
             if not np.issubdtype(vals.dtype, np.number):
                 continue
-            noise = rng.random(int(future.sum()))
+            hidden = seg >= cut - DELAYED_COLUMNS.get(col, 0)
+            noise = rng.random(int(hidden.sum()))
             new = vals.astype(np.float64, copy=True)
-            new[future] = noise * (np.nanmax(vals) if np.isfinite(np.nanmax(vals)) and np.nanmax(vals) > 0 else 1.0) + 1.0
+            new[hidden] = noise * (np.nanmax(vals) if np.isfinite(np.nanmax(vals)) and np.nanmax(vals) > 0 else 1.0) + 1.0
             pert[col] = new.astype(vals.dtype) if np.issubdtype(vals.dtype, np.floating) else np.rint(new).astype(vals.dtype)
         after = np.asarray(fn(pert), dtype=np.float64)
         keep = seg <= cut
@@ -470,8 +488,9 @@ def check_causal(fn: Callable[[pd.DataFrame], Any], obs: pd.DataFrame, name: str
         if not same.all():
             share = 1.0 - same.mean()
             raise LeakageError(
-                f"term {name!r} is not causal: perturbing segments >= u changed {share:.1%} of the scores of targets <= u. "
-                "A score for target segment u may read segments < u only (the segment on air and later are the future)."
+                f"term {name!r} is not causal: perturbing segments >= u (LVTR columns: >= u - {LVTR_DELAY}) changed {share:.1%} "
+                "of the scores of targets <= u. A score for target segment u may read segments < u only (the segment on air "
+                f"and later are the future), and {sorted(DELAYED_COLUMNS)} only of segments <= u - {1 + LVTR_DELAY} (incomplete before)."
             )
 
 

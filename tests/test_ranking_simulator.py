@@ -226,6 +226,11 @@ def test_leaky_sources_are_refused(sim, world):
     with pytest.raises(LeakageError):
         centred.values(ctx)
     check_causal(lambda obs: obs.groupby("live_id")["ctr"].shift(1).to_numpy(), ctx.obs)  # causal: passes
+    # the LVTR of segment u - 1 (or u - 2) is not complete at tick u (its 60 s outcome is open)
+    for lag in (1, 2):
+        with pytest.raises(LeakageError, match="incomplete"):
+            check_causal(lambda obs: obs.groupby("live_id")["lvtr"].shift(lag).to_numpy(), ctx.obs, name=f"lvtr_lag{lag}")
+    check_causal(lambda obs: obs.groupby("live_id")["lvtr"].shift(3).to_numpy(), ctx.obs)  # complete: passes
     # a predictions table keyed by the INPUT segment (it scores segment 0) is refused
     table = pd.DataFrame({"live_id": sim.live_id, "segment": sim.segment, "score": np.zeros(len(sim.live_id))})
     with pytest.raises(LeakageError, match="segment 0"):
@@ -324,3 +329,24 @@ def test_randomisation_stable_across_days_and_srm(world, exp, sim):
     assert (days_per_user >= 2).sum() > 1000  # many users are active on several days ...
     assert res.srm["p_value"] > 1e-3  # ... and the 50/50 split holds
     assert len(res.daily["treatment"]["ctr"]) == 3
+
+
+def test_lvtr_terms_read_only_complete_segments(sim):
+    """prev_lvtr = LVTR of segment u - 3; cum_lvtr sums segments <= u - 3 (brute force per row)."""
+    from ranking.scores import cum_lvtr, prev_lvtr
+
+    obs = sim.context().obs
+    rows = {(r.live_id, r.segment): r for r in obs.itertuples()}
+    got_prev, got_cum = prev_lvtr(obs), cum_lvtr(obs)
+    for i, r in enumerate(obs.itertuples()):
+        back = rows.get((r.live_id, r.segment - 3))
+        if back is None:
+            assert np.isnan(got_prev[i])
+        else:
+            assert got_prev[i] == pytest.approx(float(back.lvtr))
+        if r.segment == 0:
+            assert np.isnan(got_cum[i])
+            continue
+        done = [rows[(r.live_id, j)] for j in range(0, r.segment - 2) if (r.live_id, j) in rows]
+        want = (sum(x.n_long_viewers for x in done) + 3.0) / (sum(x.n_viewers for x in done) + 5.0)
+        assert got_cum[i] == pytest.approx(want, rel=1e-12)
