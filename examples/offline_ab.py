@@ -11,7 +11,8 @@ under the new one, and the lifts come back with intervals (``OUT/ab.json``, ``OU
 
 The team's columns here (replace them with yours):
 
-- ``team_ctr`` / ``team_lvtr``: the room's running CTR / LVTR over segments < u (production counters);
+- ``team_ctr`` / ``team_lvtr``: the room's running CTR over segments < u and LVTR over its complete
+  segments <= u - 3 (an LVTR waits 60 s for its outcome) (production counters);
 - ``team_content``: a small content model: ridge regression of LVTR(u) on the visual and text
   features of segment u - 1, fitted on the *train* rooms only; or, with ``--content``, the
   predictions ``kuaihl eval RUN --predictions P.parquet`` wrote for a trained content model.
@@ -58,7 +59,8 @@ def team_scores(world_dir: Path, ridge: float = 10.0) -> pd.DataFrame:
     ctr = df["n_clicks"] / df["n_exposures"].clip(lower=1)
     out = pd.DataFrame({"live_id": df["live_id"], "segment": df["segment"], "split": df["split"], "lvtr": df["lvtr"], "ctr": ctr})
     out["team_ctr"] = (before("n_clicks") + 1.0) / (before("n_exposures") + 10.0)
-    out["team_lvtr"] = (before("n_long_viewers") + 3.0) / (before("n_viewers") + 5.0)
+    complete = lambda col: g[col].transform(lambda x: x.cumsum().shift(3, fill_value=0))  # noqa: E731  segments <= u - 3
+    out["team_lvtr"] = (complete("n_long_viewers") + 3.0) / (complete("n_viewers") + 5.0)
     # content model: LVTR(u) ~ features of segment u-1 (ridge, closed form), fitted on train rooms
     x = np.zeros_like(feats)
     x[1:] = feats[:-1]

@@ -25,12 +25,12 @@ values shuffled across all simulated segments: same distribution, no information
 air, calibrated the same way: what a perfect content model would reach).
 
 Default (production-like) control terms, used when the config names no ID-baseline runs:
-``cum_ctr`` and ``cum_lvtr``, the room's running CTR and LVTR over its segments < u (smoothed),
-from the observable counters only, Platt-calibrated on the validation split to CTR and LVTR. They
-know how good a room has been so far (much like an ID model knows a streamer), not what it shows
-now. ``prev_ctr`` / ``prev_lvtr`` (the labels of segment u - 1) are a stronger, real-time control:
-in the synthetic world, labels of large rooms are nearly noise-free, so the last segment's label
-already tracks the content state closely and leaves a content model much less to add.
+``cum_ctr`` and ``cum_lvtr``, the room's running CTR over its segments < u and LVTR over its
+*complete* segments <= u - 3 (an LVTR waits 60 s for its outcome), smoothed, from the observable
+counters only, Platt-calibrated on the validation split to CTR and LVTR. They know how good a room
+has been so far (much like an ID model knows a streamer), not what it shows now. ``prev_ctr`` (CTR
+of segment u - 1) is a stronger, real-time control; ``prev_lvtr`` is the last complete LVTR
+(segment u - 3).
 """
 
 from __future__ import annotations
