@@ -64,11 +64,9 @@ TABLE1_VARIANTS = (
     Entry("content", "content", paper_tau=0.5919),
     Entry("kuaihl", "kuaihl", paper_tau=0.5961),
     # Our extension: the content model that also reads the room's measured engagement so far
-    # when the score is needed: the counters the ID models read + the freshest complete label
-    # (LVTR of segment t - 2, WindowConfig.label_delay).
+    # when the score is needed: what the ID models read (counters, hour, position in the room) +
+    # the freshest complete label (LVTR of segment t - 2, WindowConfig.label_delay).
     Entry("content+engagement", "content", overrides=(("use_counters", True),)),
-    # ... and a residual path from the freshest complete label to the logit (ObservedSkip)
-    Entry("content+engagement+skip", "content", overrides=(("engagement_skip", True), ("use_counters", True))),
     # ... trained with the pointwise loss alone: the loss ablation's best row on the *validation*
     # rooms of the default world (point 0.514 vs the papers' point+L1+align 0.496, 1 seed)
     Entry("content+engagement+point", "content", "point", overrides=(("use_counters", True),)),

@@ -533,3 +533,7 @@ def test_engagement_token_reads_only_counters_known_at_scoring_time(split, spec)
             bumped[..., COUNTER_COLUMNS.index(column)] += 1000.0
             out = model(_replace(batch, counters=bumped))
             assert torch.equal(out, base) != reaches, column
+        # the hour of day and the position in the room reach it too (what the ID models read)
+        assert not torch.equal(model(_replace(batch, timestamp=batch.timestamp + 3 * 3600)), base)
+        assert not torch.equal(model(_replace(batch, segment=batch.segment + 50)), base)
+        assert torch.equal(model(_replace(batch, timestamp=batch.timestamp + 86_400)), base)  # a day later: same hour

@@ -51,10 +51,10 @@ class ContentConfig:
         fusion: how E_f and E_u are fused per segment (see :mod:`kuaihl_rec.model.perceiver`).
         use_id, use_text, use_visual: modality switches (Table 3 / III ablations). Without the
             id, a learned latent vector (shared by all streamers) takes the place of E_u.
-        use_counters: add one *engagement* token per segment from the segment's counters
-            (``log1p``) and the freshest complete label (``LiveBatch.observed``: for LVTR the
-            label of segment t - 2, whose 60 s outcome is known when t + 1 is scored), then a
-            linear map. Off in every preset (the papers' content model reads no counters).
+        use_counters: add one *engagement* token per segment from what the ID baselines read
+            (the eight ContentCTR counters, ``log1p``; hour of day; position in the room) and the
+            freshest complete label (``LiveBatch.observed``: for LVTR the label of segment t - 2,
+            whose 60 s outcome is known when t + 1 is scored), then a linear map. Off in every preset (the papers' content model reads no counters).
         engagement_skip: (needs ``use_counters``) add ``a * logit(clip(observed, 0.01, 0.99))``
             to the head's logit, with a learned scalar ``a`` initialised to 1 and a zero head, so
             the untrained model ranks exactly like the causal trivial predictor (the freshest

@@ -36,6 +36,7 @@ Without the id (``use_id=False``) a learned latent vector shared by all streamer
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import torch
@@ -93,9 +94,11 @@ class FeatureFusion(nn.Module):
 
     Tokens, in order: k_v visual tokens ``proj_1(visual)`` (if ``use_visual``), the text token
     ``proj_2(text)`` (if ``use_text``), the *engagement* token
-    ``proj_c([log1p(counters) ; y_obs ; known])`` (if ``use_counters``): the segment's eight
-    ContentCTR 4.3.2 counters (``PAPER_COUNTER_COLUMNS``, what the ID baselines read; not
-    ``n_long_viewers``, the numerator of the not yet complete LVTR) and
+    ``proj_c([log1p(counters) ; sin h ; cos h ; log1p(t) ; y_obs ; known])`` (if ``use_counters``):
+    what the ID baselines read about segment t, i.e. its eight ContentCTR 4.3.2 counters
+    (``PAPER_COUNTER_COLUMNS``; not ``n_long_viewers``, the numerator of the not yet complete LVTR),
+    the hour of day h = (timestamp mod 86400) / 3600 as a point on the circle (any time zone is a
+    rotation, which the linear map absorbs) and the position in the room t (segment index), plus
     the freshest complete label (``LiveBatch.observed``: segment t - label_delay; ``y_obs`` = 0 and
     ``known`` = 0 where the room has none yet), i.e. what the platform has measured about the room
     when the score is needed. Causal by construction: position i reads measurements of segment
@@ -109,14 +112,17 @@ class FeatureFusion(nn.Module):
         self.proj_visual = MLPHead(spec.visual_dim, c.d, c.dropout, c.input_norm) if c.use_visual else None
         self.proj_text = MLPHead(spec.text_dim, c.d, c.dropout, c.input_norm) if c.use_text else None
         # engagement token: log1p(counters) and the segment's observed label (LiveBatch.observed)
-        self.proj_counters = nn.Linear(len(PAPER_COUNTER_COLUMNS) + 2, c.d) if c.use_counters else None
+        self.proj_counters = nn.Linear(len(PAPER_COUNTER_COLUMNS) + 5, c.d) if c.use_counters else None
         if c.use_counters and spec.n_counters != len(COUNTER_COLUMNS):
             raise ValueError(f"use_counters reads the counters in COUNTER_COLUMNS order ({len(COUNTER_COLUMNS)}), but spec.n_counters = {spec.n_counters}")
         self.register_buffer("counter_index", torch.tensor([COUNTER_COLUMNS.index(c) for c in PAPER_COUNTER_COLUMNS]), persistent=False)
         self.drop = nn.Dropout(c.dropout)
         self.n_tokens = (spec.visual_tokens if c.use_visual else 0) + int(c.use_text) + int(c.use_counters)
 
-    def forward(self, visual: Tensor, text: Tensor, counters: Tensor, observed: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    def forward(
+        self, visual: Tensor, text: Tensor, counters: Tensor, observed: Optional[Tensor] = None,
+        timestamp: Optional[Tensor] = None, segment: Optional[Tensor] = None,
+    ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
         tokens = []
         visual_seq = text_seq = None
         if self.proj_visual is not None:
@@ -131,7 +137,18 @@ class FeatureFusion(nn.Module):
             seen = observed if observed is not None else counters.new_full(counters.shape[:2], -1.0)
             known = (seen >= 0).to(counters.dtype)
             paper = counters.index_select(-1, self.counter_index)
-            engagement = torch.cat([torch.log1p(paper.clamp(min=0)), (seen.clamp(min=0) * known).unsqueeze(-1), known.unsqueeze(-1)], dim=-1)
+            zeros = counters.new_zeros(counters.shape[:2])
+            if timestamp is not None:
+                angle = torch.remainder(timestamp, 86_400).to(counters.dtype) * (2.0 * math.pi / 86_400.0)
+                hour = [torch.sin(angle), torch.cos(angle)]
+            else:
+                hour = [zeros, zeros]
+            position = torch.log1p(segment.clamp(min=0).to(counters.dtype)) if segment is not None else zeros
+            engagement = torch.cat(
+                [torch.log1p(paper.clamp(min=0))]
+                + [x.unsqueeze(-1) for x in (*hour, position, seen.clamp(min=0) * known, known)],
+                dim=-1,
+            )
             tokens.append(self.proj_counters(engagement).unsqueeze(2))
         e_f = self.drop(torch.cat(tokens, dim=2))
         return e_f, text_seq, visual_seq
@@ -279,7 +296,7 @@ class ContentCTR(nn.Module):
 
     def encode(self, batch: LiveBatch) -> ContentOutput:
         """Logits and the projected text / visual sequences (for the alignment loss)."""
-        e_f, text_seq, visual_seq = self.features(batch.visual, batch.text, batch.counters, batch.observed)
+        e_f, text_seq, visual_seq = self.features(batch.visual, batch.text, batch.counters, batch.observed, batch.timestamp, batch.segment)
         u: Optional[Tensor] = None
         if self.embedding_collection is not None:
             # dict of JaggedTensors; one id (one row of width id_dim) per window -> [b, id_dim]
