@@ -53,3 +53,26 @@ def test_parallel_jobs_and_shared_rows(tmp_path):
     assert again["models"] == first["models"]
     refs = first["references"]
     assert refs["last complete label (known at scoring time)"]["tau"] < refs["trivial (previous segment's label)"]["tau"] < refs["ceiling (hidden true rate)"]["tau"]
+
+
+def test_margin_over_the_best_id_model_by_hand():
+    """The cross-world margin: best ID row by mean, Welch standard error, 2-SE significance."""
+    import math
+
+    from kuaihl_rec.compare import _margin_section, margin_over_best_id
+
+    def stat(values):
+        import numpy as np
+
+        return {"tau": {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)), "values": list(values)}}
+
+    models = {"dcn_m": stat([0.50, 0.51, 0.52]), "deepfm": stat([0.40, 0.41, 0.42]), "content": stat([0.53, 0.54, 0.55])}
+    m = margin_over_best_id(models, "content")
+    assert m["baseline"] == "dcn_m" and m["delta"] == pytest.approx(0.03)
+    assert m["se"] == pytest.approx(math.sqrt(0.01 ** 2 / 3 + 0.01 ** 2 / 3))
+    assert m["significant"] is True  # 0.03 >= 2 * 0.00816
+    flat = {"dcn_m": stat([0.50, 0.51, 0.52]), "content": stat([0.505, 0.515, 0.525])}
+    assert margin_over_best_id(flat, "content")["significant"] is False
+    lines = "\n".join(_margin_section({"worlds": {"a": {"models": models}, "b": {"models": flat}}}))
+    assert "| content | +0.0300 ± 0.0082 | +0.0050 ± 0.0082 (n.s.) |" in lines
+    assert _margin_section({"worlds": {"a": {"models": models}}}) == []
