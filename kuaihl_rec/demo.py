@@ -5,8 +5,9 @@ Stages (each timed, each writing its own outputs under ``OUT``):
 1. world     generate the synthetic world (``OUT/world``: segment table, truth sidecar, figure)
 2. validate  check the segment table against the data contract (``OUT/validation.json``)
 3. windows   cut train/val/test windows, counting every masked target and dropped window
-4. compare   train the content model and one ID baseline (small presets, one seed) with the shared
-             trainer, score the test rooms, frame them with the trivial and ceiling rows
+4. compare   train the papers' content model, ours (+ engagement token, pointwise loss) and the best
+             ID baseline (small presets, one seed, two runs at a time) with the shared trainer,
+             score the test rooms, frame them with the reference rows
              (``OUT/compare``: ``kuaihl compare``'s results.json, report.md, figures)
 5. ab        offline A/B: control ranks by the observable CTR / LVTR terms, treatment adds the
              content model's score; sanity arms (A/A, placebo, oracle) and a weight sweep
@@ -36,7 +37,8 @@ def _table(rows, header) -> str:
     return "\n".join(out)
 
 
-DEMO_MODELS = ("content", "dcn_m")
+# the papers' content model, ours (engagement token + pointwise loss, see README), the best ID model
+DEMO_MODELS = ("content", "content+engagement+point", "dcn_m")
 
 
 def run_demo(out_dir: Path, preset: str = "default", progress: bool = True, quick: bool = False, n_users: int = 100_000) -> Path:
@@ -84,7 +86,7 @@ def run_demo(out_dir: Path, preset: str = "default", progress: bool = True, quic
 
         t0 = time.perf_counter()
         budget = CompareBudget(epochs=3, seeds=1, lr_grid=(1e-3,))
-        compare_report = run_compare([out_dir / "world"], out_dir / "compare", models=list(DEMO_MODELS), budget=budget, progress=progress)
+        compare_report = run_compare([out_dir / "world"], out_dir / "compare", models=list(DEMO_MODELS), budget=budget, progress=progress, jobs=2)
         results = json.loads((out_dir / "compare" / "results.json").read_text())
         summary["compare"] = {k: {m: v["mean"] for m, v in r.items()} for k, r in results["worlds"]["world"]["models"].items()}
         summary["references"] = results["worlds"]["world"]["references"]
@@ -138,7 +140,7 @@ def run_demo(out_dir: Path, preset: str = "default", progress: bool = True, quic
             ["split", "mode", "rooms", "windows", "targets", f"targets < {cfg.min_viewers} viewers (masked)", "windows dropped", "targets scored (eval)"],
         ),
         "",
-        *(["## Content model vs ID baseline (test rooms, 1 seed, small presets)", "", f"Full report: `compare/report.md`.", ""] + compare_lines if compare_lines else []),
+        *(["## Content models vs ID baseline (test rooms, 1 seed, small presets)", "", f"Full report: `compare/report.md`.", ""] + compare_lines if compare_lines else []),
         *(["## Offline A/B (simulated feed on the test rooms)", "", "Full report: `ab/report.md`.", ""] + ab_lines if ab_lines else []),
         "## Timings",
         "",

@@ -26,4 +26,4 @@ def test_full_demo_chain_on_the_tiny_world(tmp_path):
     assert set(summary["compare"]) == set(DEMO_MODELS)
     assert "ceiling (hidden true rate)" in summary["references"]
     assert (tmp_path / "ab" / "ab.json").exists() and (tmp_path / "compare" / "results.json").exists()
-    assert "Offline A/B" in text and "Content model vs ID baseline" in text
+    assert "Offline A/B" in text and "Content models vs ID baseline" in text
