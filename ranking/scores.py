@@ -39,6 +39,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 import numpy as np
 import pandas as pd
 
+from kuaihl_rec.data.schema import LABEL_DELAY_SEGMENTS
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -328,7 +330,7 @@ class CallableScores(ScoreSource):
 #: Observable columns that are complete only some segments after their segment ends: LVTR counts
 #: views longer than 60 s, so the LVTR (and its numerator) of segment j is known at the end of
 #: segment j + 2 (README "When a label is known"; ``WindowConfig.label_delay``).
-DELAYED_COLUMNS: Dict[str, int] = {"lvtr": 2, "n_long_viewers": 2}
+DELAYED_COLUMNS: Dict[str, int] = {"lvtr": LABEL_DELAY_SEGMENTS["lvtr"], "n_long_viewers": LABEL_DELAY_SEGMENTS["lvtr"]}
 LVTR_DELAY = DELAYED_COLUMNS["lvtr"]
 
 

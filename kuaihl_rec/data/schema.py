@@ -60,6 +60,12 @@ COUNTER_COLUMNS: Tuple[str, ...] = (
     "n_entries",
     "n_exits",
 )
+# A long view lasts more than LONG_VIEW_SECONDS, so a segment's LVTR (and n_long_viewers) is
+# complete only that long after the segment ends: LABEL_DELAY_SEGMENTS["lvtr"] = ceil(60 / 30) = 2
+# segments; a click is known at once. See WindowConfig.label_delay and ranking.scores.
+LONG_VIEW_SECONDS = 60
+LABEL_DELAY_SEGMENTS = {"lvtr": -(-LONG_VIEW_SECONDS // SEGMENT_SECONDS), "ctr": 0}
+
 # The eight counters of ContentCTR 4.3.2 (what the ID baselines read, and the content model's
 # engagement token): known when the segment ends. Not n_viewers / n_long_viewers: their ratio is
 # the segment's LVTR, whose 60 s outcome is complete only two segments later.

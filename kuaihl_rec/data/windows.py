@@ -38,7 +38,7 @@ import torch
 
 from kuaihl_rec.data.batch import LiveBatch, make_id_features
 from kuaihl_rec.data.io import DataError
-from kuaihl_rec.data.schema import COUNTER_COLUMNS, SPLITS, FeatureSizes
+from kuaihl_rec.data.schema import COUNTER_COLUMNS, LABEL_DELAY_SEGMENTS, SPLITS, FeatureSizes
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +72,7 @@ class WindowConfig:
         """``label_delay`` resolved: 2 segments for LVTR (60 s / 30 s), 0 for CTR."""
         if self.label_delay is not None:
             return self.label_delay
-        return LABEL_DELAY_DEFAULTS.get(self.label, 0)
-
-
-# segments until a label is complete (see WindowConfig.label_delay)
-LABEL_DELAY_DEFAULTS = {"lvtr": 2, "ctr": 0}
+        return LABEL_DELAY_SEGMENTS.get(self.label, 0)
 
 
 @dataclasses.dataclass
