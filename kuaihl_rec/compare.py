@@ -240,7 +240,8 @@ class _Runner:
             import os
             from concurrent.futures import ProcessPoolExecutor
 
-            self.threads = max(1, (os.cpu_count() or 1) // jobs)
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            self.threads = max(1, cores // jobs)
             self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
 
     def map(self, tasks: List[Tuple[Path, Path, Entry, float, int, CompareBudget]], on_done) -> List[Dict[str, Any]]:
