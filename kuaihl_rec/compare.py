@@ -151,13 +151,20 @@ def _aggregate(values: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
     return out
 
 
-def significant(a: Dict[str, Any], b: Dict[str, Any]) -> Optional[bool]:
-    """Is mean(a) - mean(b) at least two standard errors (Welch) from 0? None with < 2 seeds each."""
+def welch_se(a: Dict[str, Any], b: Dict[str, Any]) -> float:
+    """Standard error of mean(a) - mean(b) (Welch): ``sqrt(var_a / n_a + var_b / n_b)``; NaN with < 2 seeds each."""
     xa, xb = a["values"], b["values"]
     if len(xa) < 2 or len(xb) < 2:
+        return float("nan")
+    return math.sqrt(np.var(xa, ddof=1) / len(xa) + np.var(xb, ddof=1) / len(xb))
+
+
+def significant(a: Dict[str, Any], b: Dict[str, Any]) -> Optional[bool]:
+    """Is mean(a) - mean(b) at least two standard errors (Welch) from 0? None with < 2 seeds each."""
+    se = welch_se(a, b)
+    if math.isnan(se):
         return None
-    se = math.sqrt(np.var(xa, ddof=1) / len(xa) + np.var(xb, ddof=1) / len(xb))
-    diff = float(np.mean(xa) - np.mean(xb))
+    diff = float(np.mean(a["values"]) - np.mean(b["values"]))
     return abs(diff) >= 2 * se if se > 0 else diff != 0
 
 
@@ -233,7 +240,6 @@ class _Runner:
     single-threaded runs than as one multi-threaded run)."""
 
     def __init__(self, jobs: int) -> None:
-        self.jobs = jobs
         self.pool = None
         if jobs > 1:
             import multiprocessing as mp
@@ -276,8 +282,9 @@ def run_world(data_dir: Path, out_dir: Path, entries: Sequence[Entry], budget: C
 
     results: Dict[str, Any] = {"models": {}, "lr": {}, "runs": {}, "shared_runs": {}}
     unique: Dict[Tuple[str, str, Tuple[Tuple[str, Any], ...]], Entry] = {}
+    keys = {entry.name: _training_key(entry) for entry in entries}
     for entry in entries:
-        key = _training_key(entry)
+        key = keys[entry.name]
         if key in unique:
             results["shared_runs"][entry.name] = unique[key].name
         else:
@@ -302,7 +309,7 @@ def run_world(data_dir: Path, out_dir: Path, entries: Sequence[Entry], budget: C
     for t, r in zip(seed_tasks, seed_out):
         per_entry[t[2].name].append(r)
     for entry in entries:
-        source = unique[_training_key(entry)]
+        source = unique[keys[entry.name]]
         results["lr"][entry.name] = {"chosen": best[source.name], "val_tau": {f"{lr:g}": search[(source.name, lr)]["summary"]["best_val_tau"] for lr in budget.lr_grid}}
         results["models"][entry.name] = _aggregate([r["test"] for r in per_entry[source.name]])
         results["runs"][entry.name] = [str(run_path(source, best[source.name], s)) for s in range(budget.seeds)]
@@ -310,7 +317,7 @@ def run_world(data_dir: Path, out_dir: Path, entries: Sequence[Entry], budget: C
     saved = json.loads((first_run / "config.json").read_text())
     from kuaihl_rec.data.windows import WindowConfig
 
-    delay = WindowConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in saved["window"].items()}).observed_delay
+    delay = WindowConfig.from_dict(saved["window"]).observed_delay
     results["references"] = reference_rows(data_dir, first_run / "test_predictions.parquet", delay)
     results["label_delay"] = delay
     results["seconds"] = round(time.perf_counter() - t0, 1)
@@ -333,17 +340,15 @@ def _table(rows: List[List[str]], header: List[str]) -> str:
 def _world_section(name: str, res: Dict[str, Any]) -> List[str]:
     models = res["models"]
     entries = {e.name: e for e in ALL_ENTRIES}
-    baselines = [e.name for e in ID_BASELINES if e.name in models]
-    best_baseline = max(baselines, key=lambda n: models[n]["tau"]["mean"]) if baselines else None
+    best_baseline = best_id_model(models)
     ref_name = "content" if "content" in models else None
 
     def row(n: str) -> List[str]:
         m = models[n]
         cells = [n] + [_fmt(m[k]) for k in ("tau", "tau@0.2", "tau@0.4", "tau@0.6", "per_room_tau")]
-        if best_baseline and n != best_baseline and n in models:
-            sig = significant(m["tau"], models[best_baseline]["tau"])
-            delta = m["tau"]["mean"] - models[best_baseline]["tau"]["mean"]
-            cells.append(f"{delta:+.4f}" + ("" if sig else " (n.s.)" if sig is False else " (1 seed)"))
+        margin = margin_over_best_id(models, n) if n != best_baseline else None
+        if margin is not None:
+            cells.append(f"{margin['delta']:+.4f}" + _significance_mark(margin["significant"]))
         else:
             cells.append("")
         paper = entries.get(n).paper_tau if n in entries else None
@@ -371,13 +376,22 @@ def _world_section(name: str, res: Dict[str, Any]) -> List[str]:
 def margin_over_best_id(models: Dict[str, Any], name: str) -> Optional[Dict[str, Any]]:
     """``name``'s tau minus the best ID baseline's (by mean) on one world: ``{"baseline", "delta",
     "se", "significant"}`` (Welch standard error; None when the world has no ID baseline)."""
-    baselines = [e.name for e in ID_BASELINES if e.name in models]
-    if not baselines or name not in models:
+    best = best_id_model(models)
+    if best is None or name not in models:
         return None
-    best = max(baselines, key=lambda n: models[n]["tau"]["mean"])
     a, b = models[name]["tau"], models[best]["tau"]
-    se = math.sqrt(np.var(a["values"], ddof=1) / len(a["values"]) + np.var(b["values"], ddof=1) / len(b["values"])) if min(len(a["values"]), len(b["values"])) > 1 else float("nan")
-    return {"baseline": best, "delta": a["mean"] - b["mean"], "se": se, "significant": significant(a, b)}
+    return {"baseline": best, "delta": a["mean"] - b["mean"], "se": welch_se(a, b), "significant": significant(a, b)}
+
+
+def _significance_mark(sig: Optional[bool]) -> str:
+    """'' (significant), ' (n.s.)' or ' (1 seed)' (no standard error) after a difference."""
+    return "" if sig else " (n.s.)" if sig is False else " (1 seed)"
+
+
+def best_id_model(models: Dict[str, Any]) -> Optional[str]:
+    """The ID baseline with the highest mean tau among ``models`` (None when there is none)."""
+    baselines = [e.name for e in ID_BASELINES if e.name in models]
+    return max(baselines, key=lambda n: models[n]["tau"]["mean"]) if baselines else None
 
 
 def _margin_section(results: Dict[str, Any]) -> List[str]:
@@ -396,7 +410,7 @@ def _margin_section(results: Dict[str, Any]) -> List[str]:
             if m is None:
                 cells.append("")
                 continue
-            mark = "" if m["significant"] else " (n.s.)" if m["significant"] is False else " (1 seed)"
+            mark = _significance_mark(m["significant"])
             cells.append(f"{m['delta']:+.4f} ± {m['se']:.4f}{mark}" if not math.isnan(m["se"]) else f"{m['delta']:+.4f}{mark}")
         rows.append(cells)
     header = ["method"] + [f"Δ tau vs best ID model, `{w}`" for w in worlds]

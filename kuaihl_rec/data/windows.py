@@ -67,6 +67,12 @@ class WindowConfig:
         if self.label_delay is not None and (isinstance(self.label_delay, bool) or not isinstance(self.label_delay, int) or self.label_delay < 0):
             raise ValueError(f"WindowConfig.label_delay must be None or an integer >= 0, got {self.label_delay!r}")
 
+    @classmethod
+    def from_dict(cls, saved: Dict[str, object]) -> "WindowConfig":
+        """The config saved as JSON (``dataclasses.asdict``; lists back to tuples), e.g. a run's
+        ``config.json["window"]``; keys missing from older runs take their defaults."""
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items()})
+
     @property
     def observed_delay(self) -> int:
         """``label_delay`` resolved: 2 segments for LVTR (60 s / 30 s), 0 for CTR."""

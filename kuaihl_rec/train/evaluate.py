@@ -62,7 +62,7 @@ def eval_split(run_dir: Path, data_dir: Path, split: str = "test") -> WindowedSp
     import json
 
     saved = json.loads((run_dir / "config.json").read_text())
-    wcfg = WindowConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in saved["window"].items()})
+    wcfg = WindowConfig.from_dict(saved["window"])
     table, sizes, _ = load_segments(data_dir, min_viewers=wcfg.min_viewers)
     spec = saved["spec"]
     if (sizes.visual_tokens, sizes.visual_dim, sizes.text_dim) != (spec["visual_tokens"], spec["visual_dim"], spec["text_dim"]):
