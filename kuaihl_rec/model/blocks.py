@@ -96,6 +96,20 @@ class SelfAttentionLayer(nn.Module):
         x = x + self.drop(self.attn(h, h, mask))
         return x + self.ffn(x)
 
+    def forward_at(self, x: Tensor, x_q: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        """The same layer for a subset of query positions only::
+
+            y = x_q + drop(MHA(LN(x_q), LN(x), mask));   y = y + FFN(y)
+
+        ``x [B, L, d]`` the whole residual stream (keys and values), ``x_q [B, Lq, d]`` the rows of
+        ``x`` whose outputs are wanted, ``mask`` broadcastable to ``[B, n_h, Lq, L]`` -> ``[B, Lq, d]``.
+        Equal to ``forward(x, mask_full)`` at those rows (LayerNorm, attention queries and the FFN are
+        per row), at ``Lq / L`` of the query-side cost: the streaming scorer's last decoder layer.
+        """
+        h = self.norm(x)
+        y = x_q + self.drop(self.attn(self.norm(x_q), h, mask))
+        return y + self.ffn(y)
+
 
 class CrossAttentionLayer(nn.Module):
     """Pre-LN cross-attention layer with a residual stream ``x``::

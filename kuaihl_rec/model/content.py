@@ -204,6 +204,16 @@ class LearnedLatent(nn.Module):
         return self.latent.expand(e_f.shape[0], -1)
 
 
+def _check_window(n: Any, window: int) -> None:
+    """A window of ``n`` positions must fit the positional embedding. Under ``torch.fx`` tracing
+    ``n`` is a Proxy and the check becomes a traced ``torch._assert`` (no Python branch on it)."""
+    message = f"window of more positions than the model's positional embedding covers ({window}, ContentConfig.window)"
+    if isinstance(n, torch.fx.Proxy):
+        torch._assert(n <= window, message)
+    elif n > window:
+        raise ValueError(f"window of {n} positions, but the model's positional embedding covers {window} (ContentConfig.window)")
+
+
 class ContentTower(nn.Module):
     """Fusion (Algorithm 1 or a variant) + decoder (Algorithm 2) + linear head: logits ``[b, n]``.
 
@@ -221,21 +231,30 @@ class ContentTower(nn.Module):
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
 
-    def forward(self, e_f: Tensor, u: Optional[Tensor], valid: Tensor) -> Tensor:
+    def fuse(self, e_f: Tensor, u: Optional[Tensor]) -> Tensor:
+        """The per-segment part: ``E_p = Fusion(E_f, E_u)`` ``[b, n, d]`` from ``e_f [b, n, k, d]``
+        and ``u [b, d]`` (or None). Each segment is fused on its own (no position mixes with another,
+        no window position enters), so ``E_p`` of a segment is the same in every window that holds
+        it: what :class:`kuaihl_rec.serving.StreamingScorer` caches."""
         b, n, k, d = e_f.shape
-        if n > self.window:
-            raise ValueError(f"window of {n} positions, but the model's positional embedding covers {self.window} (ContentConfig.window)")
         x_f = e_f.reshape(b * n, k, d)  # Algorithm 1: flatten(x_f)
         x_u = None
         if u is not None:
-            if u.shape != (b, d):
-                raise ValueError(
-                    f"id latent must be [b, d] = [{b}, {d}] (one streamer id per window), got {tuple(u.shape)}"
-                )
             x_u = u[:, None, None, :].expand(b, n, 1, d).reshape(b * n, 1, d)  # n x E_u, flattened
-        e_p = self.fusion(x_f, x_u).reshape(b, n, d)  # unflatten
-        h = self.decoder(e_p, valid)
-        return self.head(h).squeeze(-1).float()
+        return self.fusion(x_f, x_u).reshape(b, n, d)  # unflatten
+
+    def decode(self, e_p: Tensor, valid: Tensor) -> Tensor:
+        """Decoder (Algorithm 2) + head: logits ``[b, n]`` from ``e_p [b, n, d]``."""
+        _check_window(e_p.shape[1], self.window)
+        return self.head(self.decoder(e_p, valid)).squeeze(-1).float()
+
+    def decode_last(self, e_p: Tensor, last: Tensor) -> Tensor:
+        """Logit of position ``last[w]`` of each window only, ``[b]`` (:meth:`CausalDecoder.forward_last`)."""
+        _check_window(e_p.shape[1], self.window)
+        return self.head(self.decoder.forward_last(e_p, last)).squeeze(-1).float()
+
+    def forward(self, e_f: Tensor, u: Optional[Tensor], valid: Tensor) -> Tensor:
+        return self.decode(self.fuse(e_f, u), valid)
 
 
 class ContentCTR(nn.Module):
@@ -294,18 +313,36 @@ class ContentCTR(nn.Module):
         self.tower = ContentTower(config)
         self.skip = ObservedSkip() if config.engagement_skip else None
 
+    def streamer_latent(self, rows: Tensor) -> Tensor:
+        """E_u ``[b, d]`` for streamer-table rows ``rows`` int64 ``[b]``, read from the table's weight
+        directly (no KeyedJaggedTensor; an unsharded model only: the inference path)."""
+        table = self.embedding_collection.embeddings[STREAMER_TABLE]
+        return self.id_proj(table(rows))
+
+    def window_latent(self, e_f: Tensor, rows: Optional[Tensor] = None, valid: Optional[Tensor] = None) -> Optional[Tensor]:
+        """The id latent of each window ``[b, d]`` (or None for ``self_plain``): the streamer
+        embedding of ``rows``, the history feature (ContentCTR-HL) or the learned latent."""
+        if self.embedding_collection is not None:
+            if rows is None:
+                raise ValueError("this model reads the streamer id: pass its table rows")
+            return self.streamer_latent(rows)
+        if self.history is not None:
+            return self.history(e_f, valid)
+        if self.latent is not None:
+            return self.latent(e_f)
+        return None
+
     def encode(self, batch: LiveBatch) -> ContentOutput:
         """Logits and the projected text / visual sequences (for the alignment loss)."""
         e_f, text_seq, visual_seq = self.features(batch.visual, batch.text, batch.counters, batch.observed, batch.timestamp, batch.segment)
         u: Optional[Tensor] = None
         if self.embedding_collection is not None:
-            # dict of JaggedTensors; one id (one row of width id_dim) per window -> [b, id_dim]
+            # dict of JaggedTensors; one id (one row of width id_dim) per window -> [b, id_dim].
+            # The KJT path (not streamer_latent) keeps the lookup shardable and pipelineable.
             emb = self.embedding_collection(batch.sparse_features)[STREAMER_FEATURE].values()
             u = self.id_proj(emb)
-        elif self.history is not None:
-            u = self.history(e_f, batch.valid)
-        elif self.latent is not None:
-            u = self.latent(e_f)
+        else:
+            u = self.window_latent(e_f, valid=batch.valid)
         logits = self.tower(e_f, u, batch.valid)
         if self.skip is not None:
             if batch.observed is None:

@@ -76,3 +76,26 @@ class CausalDecoder(nn.Module):
         for layer in self.layers:
             h = layer(h, mask)
         return self.norm(h)
+
+    def forward_last(self, e_p: Tensor, last: Tensor) -> Tensor:
+        """``H`` at one position per window only: ``H[w, last[w]]`` -> ``[b, d]`` (causal mode).
+
+        ``e_p [b, n, d]``, ``last`` int64 ``[b]`` (the newest real position of each window,
+        ``0 <= last < n``; positions after it may hold anything). Layers 1 .. L-1 run over all n
+        positions (later layers need their keys and values); the last layer runs its query, FFN and
+        the final LayerNorm for position ``last`` only (``SelfAttentionLayer.forward_at``), with
+        keys restricted to positions <= last, which is row ``last`` of the causal mask M (eq. 5).
+        Equal to ``forward(e_p)[w, last[w]]`` up to float rounding; padding after ``last`` has no
+        influence (causality).
+        """
+        if not self.causal:
+            raise ValueError("forward_last scores the newest position of a causal window; this decoder is fully visible (causal=False)")
+        b, n, d = e_p.shape
+        h = self.drop(e_p + self.pos.weight[:n])
+        for layer in self.layers[:-1]:
+            h = layer(h, self.causal_mask[:n, :n])
+        rows = last.reshape(b, 1, 1).expand(b, 1, d)
+        h_q = h.gather(1, rows)  # [b, 1, d]
+        keys = torch.arange(n, device=e_p.device)[None, None, None, :] <= last.reshape(b, 1, 1, 1)  # [b, 1, 1, n]
+        out = self.layers[-1].forward_at(h, h_q, keys)
+        return self.norm(out)[:, 0]
