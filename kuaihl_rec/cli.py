@@ -5,6 +5,8 @@
     kuaihl klive    ROOT --out DIR                  convert a KLive release directory into a segment table
     kuaihl extract  INPUT --out DIR                 raw frames + ASR + comments -> feature columns
     kuaihl demo     [--out DIR]                     the main job on the embedded default, with a report
+    kuaihl replay   RUN --world DIR --out OUT       stream a world's test rooms through the streaming scorer
+    kuaihl export   RUN --out DIR                   torch.export (+ AOTInductor) programs of the inference path
 
 Heavy libraries are imported inside the commands so ``kuaihl --help`` stays fast.
 """
@@ -215,6 +217,48 @@ def cmd_ab(args: argparse.Namespace) -> int:
     return 0 if result else 1
 
 
+# ---------------------------------------------------------------------------------------------
+# serving
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from kuaihl_rec.serving.replay import replay
+
+    if args.stop_after_ticks is not None and args.stop_after_ticks < 1:
+        raise SystemExit(f"kuaihl replay: --stop-after-ticks must be >= 1, got {args.stop_after_ticks}")
+    summary = replay(Path(args.run), Path(args.world), Path(args.out), split=args.split, max_batch=args.max_batch,
+                     stop_after_ticks=args.stop_after_ticks, resume=args.resume, progress=not args.quiet)
+    if "stopped_at_tick" in summary:
+        print(f"stopped after tick {summary['stopped_at_tick']} of {summary['n_ticks']}; continue with --resume (state: {summary['state']})")
+        return 0
+    lat = summary["tick_latency_ms"]
+    rpt = summary["rooms_per_tick"]
+    print(f"ticks {summary['n_ticks']}  rooms per tick: mean {rpt['mean']:.1f}, max {rpt['max']}  segments scored {summary['segments_scored']}")
+    print(f"rooms scored per second {summary['rooms_scored_per_second']:,.0f}  tick latency ms: p50 {lat['p50']:.2f}, p90 {lat['p90']:.2f}, "
+          f"p99 {lat['p99']:.2f}, max {lat['max']:.2f}")
+    sc = summary["scorer"]
+    print(f"rooms {sc['rooms_started']} (unknown streamer: {sc['rooms_unknown_streamer']}, joined mid-stream: {sc['rooms_joined_mid_stream']}), "
+          f"state {summary['bytes_per_room']:,} bytes per room")
+    print(f"predictions: {summary['predictions']} ({summary['rows_written']} rows; {summary['rows_without_target']} scores after a room's last segment not written)")
+    print(f"summary: {Path(args.out) / 'replay.json'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from kuaihl_rec.serving.export import export_run
+
+    manifest = export_run(Path(args.run), Path(args.out), aoti=not args.no_aoti)
+    for name, prog in manifest["programs"].items():
+        print(f"{name}: {Path(args.out) / prog['file']}  (checked, max |diff| {manifest['check_max_abs_diff'][name]:.1e})")
+    aoti = manifest["aoti"]
+    if aoti.get("status") == "ok":
+        print(f"aoti: {Path(args.out) / aoti['file']}  (compiled in {aoti['compile_seconds']} s, max |diff| {aoti['max_abs_diff']:.1e})")
+    else:
+        print(f"aoti: {aoti.get('status')} {aoti.get('error', '')}".rstrip())
+    print(f"manifest: {Path(args.out) / 'manifest.json'}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from kuaihl_rec.model import list_models
 
@@ -314,6 +358,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-sweep", action="store_true", help="skip the weight sweep")
     p.set_defaults(func=cmd_ab)
 
+    p = sub.add_parser("replay", help="stream a world's rooms tick by tick through the streaming scorer -> predictions")
+    p.add_argument("run", help="a finished `kuaihl train` run of a content model")
+    p.add_argument("--world", "--data", dest="world", required=True, help="world / segment table directory")
+    p.add_argument("--out", required=True, help="output directory (predictions.parquet, replay.json)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--max-batch", type=int, default=65_536, help="rooms per forward pass")
+    p.add_argument("--stop-after-ticks", type=int, default=None, help="save the scorer state after this many ticks and stop")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted replay in --out from its saved state")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("export", help="torch.export programs (+ AOTInductor) of a run's inference path, with vocabulary and manifest")
+    p.add_argument("run")
+    p.add_argument("--out", required=True)
+    p.add_argument("--no-aoti", action="store_true", help="skip the AOTInductor compilation (about 30-60 s on a CPU)")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("models", help="list the registered models")
     p.set_defaults(func=cmd_models)
 
@@ -336,7 +396,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     except DataError as exc:
         print(f"kuaihl {args.command}: {exc}", file=sys.stderr)
         return 1
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, FileExistsError) as exc:
+        print(f"kuaihl {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # ServingInputError, NotServable, a bad saved state: one line unless -v
+        from kuaihl_rec.serving.inputs import ServingInputError
+        from kuaihl_rec.serving.inference import NotServable
+
+        if args.verbose or not (isinstance(exc, (ServingInputError, NotServable)) or args.command in ("replay", "export")):
+            raise
         print(f"kuaihl {args.command}: {exc}", file=sys.stderr)
         return 1
 
