@@ -31,6 +31,15 @@ from kuaihl_rec.model.blocks import SelfAttentionLayer
 from kuaihl_rec.model.config import ContentConfig
 
 
+def causal_mask(n: int, device: torch.device) -> Tensor:
+    """eq. 5's M as a boolean "may attend" matrix ``[n, n]``: True on and below the diagonal.
+
+    Built from ``arange`` on every call (n <= 20: nothing to cache), so ``n`` may be a traced
+    value under ``torch.fx`` / ``torch.export``."""
+    idx = torch.arange(n, device=device)
+    return idx[:, None] >= idx[None, :]
+
+
 class CausalDecoder(nn.Module):
     """Decoder stack of :class:`ContentConfig` (``n_decoder_layers`` = L, ``causal``, ``window``).
 
@@ -58,20 +67,18 @@ class CausalDecoder(nn.Module):
         )
         self.norm = nn.LayerNorm(c.d)
         self.drop = nn.Dropout(c.dropout)
-        # eq. 5's M as a boolean "may attend" matrix (True on and below the diagonal).
-        self.register_buffer("causal_mask", torch.ones(c.window, c.window, dtype=torch.bool).tril(), persistent=False)
 
-    def attention_mask(self, n: int, key_valid: Optional[Tensor] = None) -> Tensor:
+    def attention_mask(self, n: int, key_valid: Optional[Tensor] = None, device: Optional[torch.device] = None) -> Tensor:
         """The boolean mask for ``n`` positions: ``[n, n]`` (causal) or ``[b, 1, 1, n]`` (fully visible)."""
         if self.causal:
-            return self.causal_mask[:n, :n]
+            return causal_mask(n, device if device is not None else self.pos.weight.device)
         if key_valid is None:
             raise ValueError("the fully visible decoder (causal=False) needs key_valid [b, n] (batch.valid)")
         return key_valid[:, None, None, :].to(torch.bool)
 
     def forward(self, e_p: Tensor, key_valid: Optional[Tensor] = None) -> Tensor:
         n = e_p.shape[1]
-        mask = self.attention_mask(n, key_valid)
+        mask = self.attention_mask(n, key_valid, e_p.device)
         h = self.drop(e_p + self.pos.weight[:n])
         for layer in self.layers:
             h = layer(h, mask)
@@ -93,7 +100,7 @@ class CausalDecoder(nn.Module):
         b, n, d = e_p.shape
         h = self.drop(e_p + self.pos.weight[:n])
         for layer in self.layers[:-1]:
-            h = layer(h, self.causal_mask[:n, :n])
+            h = layer(h, causal_mask(n, e_p.device))
         rows = last.reshape(b, 1, 1).expand(b, 1, d)
         h_q = h.gather(1, rows)  # [b, 1, d]
         keys = torch.arange(n, device=e_p.device)[None, None, None, :] <= last.reshape(b, 1, 1, 1)  # [b, 1, 1, n]
