@@ -55,16 +55,18 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-import numpy as np
-import torch
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # keep torch.profiler's start/stop chatter off stderr
 
-from kuaihl_rec.data.batch import BatchSpec, LiveBatch, make_id_features
-from kuaihl_rec.data.schema import COUNTER_COLUMNS, PAPER_COUNTER_COLUMNS
-from kuaihl_rec.model import create_model
-from kuaihl_rec.serving.inference import ContentInference
-from kuaihl_rec.serving.inputs import ClosedSegments, check_closed_segments
-from kuaihl_rec.serving.stream import StreamingScorer
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count  # noqa: E402
+
+from kuaihl_rec.data.batch import BatchSpec, LiveBatch, make_id_features  # noqa: E402
+from kuaihl_rec.data.schema import COUNTER_COLUMNS, PAPER_COUNTER_COLUMNS  # noqa: E402
+from kuaihl_rec.model import create_model  # noqa: E402
+from kuaihl_rec.serving.inference import ContentInference  # noqa: E402
+from kuaihl_rec.serving.inputs import ClosedSegments, check_closed_segments  # noqa: E402
+from kuaihl_rec.serving.stream import StreamingScorer  # noqa: E402
 
 WINDOW = 20
 LABEL_DELAY = 2
