@@ -17,7 +17,12 @@ the weights) is timed, in one process, under ``torch.inference_mode()``, on the 
   (all n positions' logits; the KeyedJaggedTensor id lookup); informative only.
 
 Calls are interleaved round-robin (one streaming tick, one full-window pass, ...) so load from
-other processes hits every path alike; figures are medians over the ``K`` rounds. Printed per
+other processes hits every path alike; figures are medians over the ``K`` rounds (no separate
+warm-up of the full paths: the first round carries their first-call costs, the median drops it).
+On a shared machine, threads that must wait for cores taken by other processes make every small
+parallel op cost a scheduler time slice (milliseconds), which hurts the streaming path (many
+small ops) far more than full-window re-scoring: a small-op latency probe (``threads`` vs 1
+thread) is printed, with a warning when it shows that; compare with ``--threads 1``. Printed per
 preset: ms per tick, rooms scored per second, the speed-up full / streaming beside the issue's
 targets (>= 4x ``small``, >= 2.5x ``paper``), model FLOPs per room per tick counted with
 ``torch.utils.flop_counter.FlopCounterMode`` (matmul-family ops: mm / addmm / bmm / baddbmm, plus
@@ -39,7 +44,7 @@ Feature sizes default to the synthetic world's (visual 1 x 64, text 64); KLive-l
 
 Usage::
 
-    python bench/bench_serving.py                                   # small 4096 rooms, paper 256 rooms, 5 ticks
+    python bench/bench_serving.py                                   # small: 4096 rooms, 5 ticks; paper: 256 rooms, 3 ticks
     python bench/bench_serving.py --presets small --rooms 8192 --ticks 10 --json out.json
     python bench/bench_serving.py --presets paper --paper-rooms 1024 --visual-dim 512 --text-dim 768
     python bench/bench_serving.py --use-counters --threads 1 --profile
@@ -143,6 +148,28 @@ def gemm_rate(size: int, reps: int) -> float:
     return 2.0 * size ** 3 / statistics.median(times) / 1e9
 
 
+def small_op_latency(threads: int, reps: int = 200) -> Dict[str, float]:
+    """Median microseconds of one small parallel op (an add of two 128 x 512 fp32 tensors, above
+    ATen's grain size, so it runs on every thread) with ``threads`` threads and with 1. When the
+    threads must share cores with other processes, every parallel region waits for a descheduled
+    thread (milliseconds); the streaming path, made of many small ops, suffers most."""
+    a, b, c = torch.randn(128, 512), torch.randn(128, 512), torch.empty(128, 512)
+    out = {}
+    for th in sorted({threads, 1}, reverse=True):
+        torch.set_num_threads(th)
+        for _ in range(10):
+            torch.add(a, b, out=c)
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            torch.add(a, b, out=c)
+            ts.append(time.perf_counter() - t0)
+        out[f"{th}_threads"] = statistics.median(ts) * 1e6
+        out[f"{th}_threads_p90"] = sorted(ts)[int(0.9 * len(ts))] * 1e6
+    torch.set_num_threads(threads)
+    return out
+
+
 # -------------------------------------------------------------------------------------------- inputs
 
 
@@ -227,12 +254,16 @@ def bench_preset(preset: str, spec: BatchSpec, rooms: int, ticks: int, args: arg
     batch = live_batch(win, streamer_rows) if args.train_forward else None
     scorer = StreamingScorer(inference, initial_capacity=rooms, max_batch=max(rooms, 1))
 
-    def full() -> torch.Tensor:
+    def full(sub: slice = slice(None)) -> torch.Tensor:
+        w = {k: v[sub] for k, v in win.items()}
         return inference.window_logits(
-            win["visual"], win["text"], win["counters"], win["observed"], win["timestamp"], win["segment"], streamer_rows, lengths
+            w["visual"], w["text"], w["counters"], w["observed"], w["timestamp"], w["segment"], streamer_rows[sub], lengths[sub]
         )
 
-    # component stand-ins of the streaming tick, on the same shapes (for the breakdown)
+    def train_forward() -> torch.Tensor:
+        return inference.model(batch)
+
+    # stand-ins for the parts of the streaming tick, on the same shapes (for the breakdown)
     x_flop = check_closed_segments(data.tick(t_flop), scorer.shape, scorer.reads_counters)
     ring_buf = torch.randn(rooms, n, d)
     slots = torch.randperm(rooms, generator=torch.Generator().manual_seed(3))
@@ -242,16 +273,16 @@ def bench_preset(preset: str, spec: BatchSpec, rooms: int, ticks: int, args: arg
     flat = {k: v.reshape(rooms * n, *v.shape[2:]) for k, v in win.items()}
     flat_rows = streamer_rows.repeat_interleave(n)
 
-    def encode_one() -> torch.Tensor:
-        x = x_flop
-        return inference.encode_segments(x["visual"], x["text"], x["counters"], x["observed"], x["timestamp"], x["segment"], streamer_rows)
+    def encode_one(sub: slice = slice(None)) -> torch.Tensor:
+        x = {k: v[sub] for k, v in x_flop.items()}
+        return inference.encode_segments(x["visual"], x["text"], x["counters"], x["observed"], x["timestamp"], x["segment"], streamer_rows[sub])
 
     def gather() -> torch.Tensor:
         ring_buf[slots, count % n] = window_e_p[:, 0]
         return ring_buf[slots[:, None], ring]
 
-    def decode() -> torch.Tensor:
-        return inference.decode_logits(window_e_p, lengths, x_flop["observed"])
+    def decode(sub: slice = slice(None)) -> torch.Tensor:
+        return inference.decode_logits(window_e_p[sub], lengths[sub], x_flop["observed"][sub])
 
     def encode_window() -> torch.Tensor:
         f = flat
@@ -267,38 +298,41 @@ def bench_preset(preset: str, spec: BatchSpec, rooms: int, ticks: int, args: arg
     }
     with torch.inference_mode():
         warm_times = []
-        for t in range(t_first):  # fill the windows
+        for t in range(t_first):  # fill the windows (this also warms the streaming path's kernels)
             _, dt = _timed(lambda: scorer.tick(data.tick(t)))
             warm_times.append(dt)
-        warm_fns = [full, encode_one, gather, decode, encode_window, validate]
-        if batch is not None:
-            warm_fns.append(lambda: inference.model(batch))
-        for fn in warm_fns:
-            fn()  # first-call allocations
         names = ["streaming", "full_window"] + (["train_forward"] if batch is not None else []) + [
             "validate", "encode_1", "gather", "decode", "encode_n"
         ]
         times: Dict[str, List[float]] = {k: [] for k in names}
-        for k in range(ticks):  # round-robin
+        full_logits = train_logits = None
+        for k in range(ticks):  # round-robin, so load from other processes hits every path alike
             times["streaming"].append(_timed(lambda: scorer.tick(data.tick(t_first + k)))[1])
-            times["full_window"].append(_timed(full)[1])
+            full_logits, dt = _timed(full)
+            times["full_window"].append(dt)
             if batch is not None:
-                times["train_forward"].append(_timed(lambda: inference.model(batch))[1])
+                train_logits, dt = _timed(train_forward)
+                times["train_forward"].append(dt)
             for key, fn in (("validate", validate), ("encode_1", encode_one), ("gather", gather), ("decode", decode), ("encode_n", encode_window)):
                 times[key].append(_timed(fn)[1])
         med = {k: statistics.median(v) for k, v in times.items()}
         gemm = gemm_rate(args.gemm_size, args.gemm_reps)
+        latency = small_op_latency(torch.get_num_threads())
 
-        # FLOPs (and the correctness check) on the next tick: streaming vs the window that holds exactly the cached segments
+        # the next tick, counted with FlopCounterMode, is the one the full window (win) holds: correctness check
         stream_scores, f_stream = count_flops(lambda: scorer.tick(data.tick(t_flop)))
-        full_logits, f_full = count_flops(full)
-        _, f_enc1 = count_flops(encode_one)
-        _, f_dec = count_flops(decode)
         diff = float(np.abs(stream_scores.logit - full_logits.float().numpy()).max())
+        # FLOPs are linear in the rooms: count the stateless paths on a few rooms
+        fr = min(rooms, args.flop_rooms)
+        sub = slice(0, fr)
+        f_full = count_flops(lambda: full(sub))[1] * rooms / fr
+        f_enc1 = count_flops(lambda: encode_one(sub))[1] * rooms / fr
+        f_dec = count_flops(lambda: decode(sub))[1] * rooms / fr
         train_diff = f_train = None
         if batch is not None:
-            train_logits, f_train = count_flops(lambda: inference.model(batch))
             train_diff = float(np.abs(stream_scores.logit - train_logits[:, -1].float().numpy()).max())
+            small_batch = live_batch({k: v[sub] for k, v in win.items()}, streamer_rows[sub])
+            f_train = count_flops(lambda: inference.model(small_batch))[1] * rooms / fr
         profile = None
         if args.profile:
             profile = profile_tick(scorer, data.tick(t_prof), args.profile_rows)
@@ -335,6 +369,7 @@ def bench_preset(preset: str, spec: BatchSpec, rooms: int, ticks: int, args: arg
             "decode": med["decode"] * 1e3, "rest": (stream_ms - model_parts - med["validate"]) * 1e3, "tick": stream_ms * 1e3,
             "full_encode_n": med["encode_n"] * 1e3, "full_rest": (med["full_window"] - med["encode_n"]) * 1e3,
         },
+        small_op_latency_us=latency,
         breakdown_flops_per_room={"encode_1": per_room["encode_1"], "decode": per_room["decode"],
                                   "analytic_encode_1": ana["encode_per_segment"], "analytic_decode": ana["decode_last"]},
         component_bound_speedup=(med["encode_n"] + med["decode"]) / (med["encode_1"] + med["decode"]),
@@ -453,6 +488,15 @@ def print_preset(r: Dict[str, Any]) -> None:
     )
     print(f"GEMM (fp32 2048x2048 matmul, this run): {r['gemm_gflop_per_s']:.1f} GFLOP/s; streaming state {r['bytes_per_room']:,d} bytes/room "
           f"({r['bytes_per_room'] * 1e6 / 2**30:.2f} GiB per million rooms)")
+    lat = r["small_op_latency_us"]
+    nth = max(int(k.split("_")[0]) for k in lat if k.endswith("_threads"))
+    line = f"small-op latency (add of 128x512 fp32, median / p90): {lat[f'{nth}_threads']:.0f} / {lat[f'{nth}_threads_p90']:.0f} us with {nth} threads"
+    if nth > 1:
+        line += f", {lat['1_threads']:.0f} / {lat['1_threads_p90']:.0f} us with 1"
+        if lat[f"{nth}_threads"] > 10 * lat["1_threads"] + 50:
+            line += (" -- OVERSUBSCRIBED: the threads share cores with other processes, every parallel op waits for a "
+                     "descheduled thread; small-op paths (streaming) suffer most: rerun idle or with --threads 1")
+    print(line)
     b, fl = r["breakdown_ms"], r["breakdown_flops_per_room"]
     tick = b["tick"]
     print("streaming tick breakdown (each part timed on its own, same shapes; 'rest' = tick - parts: scorer book-keeping, id search, copies):")
@@ -490,7 +534,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--rooms", type=int, default=4096, help="rooms per tick, small preset")
     parser.add_argument("--paper-rooms", type=int, default=256, help="rooms per tick, paper preset")
     parser.add_argument("--ticks", type=int, default=5, help="timed ticks (after the n = 20 warm-up ticks)")
-    parser.add_argument("--paper-ticks", type=int, default=None, help="timed ticks for paper (default: --ticks)")
+    parser.add_argument("--paper-ticks", type=int, default=3, help="timed ticks, paper preset")
     parser.add_argument("--visual-tokens", type=int, default=1)
     parser.add_argument("--visual-dim", type=int, default=64, help="64: synthetic world; 512: KLive-like image features")
     parser.add_argument("--text-dim", type=int, default=64, help="64: synthetic world; 768: KLive-like text features")
@@ -500,6 +544,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--no-train-forward", dest="train_forward", action="store_false", help="skip the ContentCTR.forward(LiveBatch) timing")
     parser.add_argument("--profile", action="store_true", help="also print torch.profiler's top operators of one streaming tick")
     parser.add_argument("--profile-rows", type=int, default=12)
+    parser.add_argument("--flop-rooms", type=int, default=32, help="rooms the stateless paths' FLOPs are counted on (FLOPs are linear in rooms)")
     parser.add_argument("--gemm-size", type=int, default=2048)
     parser.add_argument("--gemm-reps", type=int, default=3)
     parser.add_argument("--gpu-rooms", type=int, default=1_000_000)
@@ -532,7 +577,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     results = []
     for preset in presets:
         rooms = args.paper_rooms if preset == "paper" else args.rooms
-        ticks = (args.paper_ticks or args.ticks) if preset == "paper" else args.ticks
+        ticks = args.paper_ticks if preset == "paper" else args.ticks
         r = bench_preset(preset, spec, rooms, ticks, args)
         results.append(r)
         print_preset(r)

@@ -454,3 +454,27 @@ def test_export_command_with_aoti(runs, tmp_path):
     # another model's export in the same directory is refused
     clash = _kuaihl("export", runs["paper"], "--out", tmp_path / "exp", "--no-aoti", "-q")
     assert clash.returncode == 1 and "holds the export of another model" in clash.stderr
+
+
+class ModuloLookup(torch.nn.Module):
+    """A stand-in for a hashed id space: row = 1 + raw mod 3 for every id (all 'known')."""
+
+    def forward(self, raw):
+        return 1 + torch.remainder(raw, 3), torch.ones_like(raw, dtype=torch.bool)
+
+
+def test_a_custom_id_lookup_replaces_the_vocabulary():
+    torch.manual_seed(0)
+    model = create_model("content", SPEC, preset="small", d=16, n_heads=2, d_head=8).eval()
+    inference = ContentInference(model, lookup=ModuloLookup())
+    rows, known = inference.lookup(torch.tensor([10**15 + 1, 5]))
+    assert rows.tolist() == [1 + (10**15 + 1) % 3, 3] and known.all()
+    rng = np.random.default_rng(0)
+    room = Room(100, 10**15 + 1, 4, rng)
+    scorer = StreamingScorer(inference)
+    for i in range(4):
+        out = scorer.tick(room.records([(room, i)]))
+        assert abs(out.logit[0] - room.window_logit(inference, i)) <= TOL
+    assert scorer.stats["rooms_unknown_streamer"] == 0
+    with pytest.raises(ValueError, match="exactly one of streamer_vocab"):
+        ContentInference(model, VOCAB, lookup=ModuloLookup())

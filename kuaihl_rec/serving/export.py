@@ -80,9 +80,10 @@ def example_inputs(inference: ContentInference, b: int = 3, n: Optional[int] = N
     g = torch.Generator().manual_seed(seed)
     s = inference.spec
     n = n or inference.window
-    vocab = inference.vocab_raw.cpu()
+    vocab = getattr(inference.id_lookup, "raw", None)  # VocabLookup; another lookup: any ids
+    vocab = vocab.cpu() if vocab is not None else torch.arange(1, 1000)
     ids = vocab[torch.randint(len(vocab), (b,), generator=g)].clone()
-    ids[0] = int(vocab.max()) + 12345  # one cold-start streamer
+    ids[0] = int(vocab.max()) + 12345  # a cold-start streamer (for a vocabulary)
     lengths = torch.randint(1, n + 1, (b,), generator=g)
     lengths[-1] = n
     segment = torch.arange(n)[None, :].expand(b, n).clone() + torch.randint(0, 50, (b, 1), generator=g)
@@ -207,9 +208,12 @@ def export_run(run_dir: Path, out_dir: Path, aoti: bool = True) -> Dict[str, Any
     if bad:
         raise RuntimeError(f"exported program(s) disagree with the eager model beyond {TOLERANCE}: {bad}")
 
-    np.savez(out_dir / "vocab.npz", streamer=inference.vocab_raw.cpu().numpy())
+    files = [p["file"] for p in programs.values()] + ["example.pt"]
+    if hasattr(inference.id_lookup, "raw"):
+        np.savez(out_dir / "vocab.npz", streamer=inference.id_lookup.raw.cpu().numpy())
+        files.append("vocab.npz")
     torch.save({"inputs": ex, "score": expected[0], "known": expected[1]}, out_dir / "example.pt")
-    files = [p["file"] for p in programs.values()] + ["vocab.npz", "example.pt"] + ([aoti_info["file"]] if "file" in aoti_info else [])
+    files += [aoti_info["file"]] if "file" in aoti_info else []
     manifest = {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,

@@ -37,10 +37,11 @@ the window. Every method is free of data-dependent Python control flow, so the m
 with ``torch.fx`` and exports with ``torch.export`` (dynamic batch size; see
 :mod:`kuaihl_rec.serving.export`).
 
-Id lookup: the vocabulary (sorted raw ids of the training split; row r + 1 <-> raw[r], row 0 =
-unknown) is a buffer and :meth:`lookup` is ``searchsorted``, so the exported program takes raw
-ids. To serve an id space that does not fit a vocabulary, replace :meth:`lookup` (see
-``docs/SERVING.md``: hashing, TorchRec managed-collision modules).
+Id lookup: a module inside (:mod:`kuaihl_rec.serving.lookup`), by default the run's vocabulary
+(sorted raw ids of the training split; row r + 1 <-> raw[r], row 0 = unknown) as a buffer and a
+``searchsorted``, so the exported program takes raw ids. To serve an id space that does not fit a
+vocabulary, pass another ``lookup=`` module (see ``docs/SERVING.md``: hashing, TorchRec
+managed-collision modules).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from torch import Tensor, nn
 
 from kuaihl_rec.data.schema import COUNTER_COLUMNS
 from kuaihl_rec.data.windows import WindowConfig
+from kuaihl_rec.serving.lookup import VocabLookup
 
 INPUT_NAMES = ("visual", "text", "counters", "observed", "timestamp", "segment", "streamer_id", "lengths")
 OUTPUT_NAMES = ("score", "known")
@@ -70,13 +72,24 @@ class ContentInference(nn.Module):
 
     Args:
         model: a trained, unsharded ContentCTR (causal; streamer id from its table, or no id).
-        streamer_vocab: sorted unique raw streamer ids of the training split (``vocab.npz``).
+        streamer_vocab: sorted unique raw streamer ids of the training split (``vocab.npz``);
+            builds the default :class:`~kuaihl_rec.serving.lookup.VocabLookup`.
         label_delay: segments until a label is complete (``WindowConfig.observed_delay``): the
             caller's ``observed`` at segment t is the label of t - label_delay.
         model_name: registry name, for messages and manifests.
+        lookup: instead of ``streamer_vocab``, any module ``raw [b] -> (rows [b], known [b])``.
+        window_config: the run's :class:`WindowConfig` (kept for replay; optional).
     """
 
-    def __init__(self, model: nn.Module, streamer_vocab: np.ndarray, label_delay: int = 2, model_name: str = "content") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        streamer_vocab: Optional[np.ndarray] = None,
+        label_delay: int = 2,
+        model_name: str = "content",
+        lookup: Optional[nn.Module] = None,
+        window_config: Optional[WindowConfig] = None,
+    ) -> None:
         super().__init__()
         from kuaihl_rec.model.content import ContentCTR
 
@@ -90,16 +103,16 @@ class ContentInference(nn.Module):
                 f"model {model_name!r} uses a fully visible window (ContentCTR-HL history feature): a segment's "
                 "representation depends on the whole window, so it cannot be scored segment by segment"
             )
-        vocab = np.asarray(streamer_vocab, dtype=np.int64)
-        if vocab.ndim != 1 or len(vocab) == 0 or np.any(np.diff(vocab) <= 0):
-            raise ValueError("streamer_vocab must be a non-empty, strictly increasing int64 array (vocab.npz 'streamer')")
+        if (streamer_vocab is None) == (lookup is None):
+            raise ValueError("pass exactly one of streamer_vocab (the run's vocab.npz 'streamer') and lookup")
         self.model = model.eval()
         self.config = model.config
         self.spec = model.spec
         self.window = int(model.config.window)
         self.label_delay = int(label_delay)
         self.model_name = model_name
-        self.register_buffer("vocab_raw", torch.from_numpy(vocab.copy()), persistent=True)
+        self.window_config = window_config
+        self.id_lookup = lookup if lookup is not None else VocabLookup(streamer_vocab)
 
     # ------------------------------------------------------------------------------ sizes
 
@@ -138,13 +151,13 @@ class ContentInference(nn.Module):
 
     # ------------------------------------------------------------------------------ pieces
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
     def lookup(self, streamer_id: Tensor) -> Tuple[Tensor, Tensor]:
         """Raw ids int64 ``[b]`` -> (table rows int64 ``[b]``, known bool ``[b]``); unknown -> row 0."""
-        vocab = self.vocab_raw
-        pos = torch.searchsorted(vocab, streamer_id).clamp(max=vocab.shape[0] - 1)
-        known = vocab[pos] == streamer_id
-        rows = torch.where(known, pos + 1, torch.zeros_like(pos))
-        return rows, known
+        return self.id_lookup(streamer_id)
 
     def _latent(self, e_f: Tensor, streamer_row: Tensor) -> Optional[Tensor]:
         m = self.model
@@ -219,8 +232,7 @@ def load_inference(run_dir: Path, device: Optional[torch.device] = None) -> Cont
     model, saved = load_trained_model(run_dir)
     vocab = np.load(vocab_path)
     wcfg = WindowConfig.from_dict(saved["window"])
-    module = ContentInference(model, vocab["streamer"], label_delay=wcfg.observed_delay, model_name=saved["train"]["model"])
-    module.window_config = wcfg
+    module = ContentInference(model, vocab["streamer"], label_delay=wcfg.observed_delay, model_name=saved["train"]["model"], window_config=wcfg)
     module.eval()
     if device is not None:
         module.to(device)

@@ -93,7 +93,7 @@ class StreamingScorer:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.model = model.eval()
-        self.device = model.vocab_raw.device
+        self.device = model.device
         self.n = model.window
         self.d = model.d
         spec = model.spec
