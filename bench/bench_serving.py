@@ -13,6 +13,10 @@ the weights) is timed, in one process, under ``torch.inference_mode()``, on the 
 * ``full window``: the reference, every tick re-running the whole model over each room's window
   of n raw segments (``ContentInference.window_logits`` on ``[R, n, ...]`` inputs: all n segments
   encoded, then the same last-position decode).
+* chunked variants (``--chunk`` small, ``--paper-chunk`` paper): the same two paths with the rooms
+  cut into chunks (``StreamingScorer.max_batch`` for the scorer, the same scorer on alternate ticks;
+  one ``window_logits`` call per chunk for the reference): smaller intermediates stay in cache and
+  skip the page faults of freshly mapped large buffers, which matters on CPU.
 * ``train fwd``: the training-path forward ``ContentCTR.forward(LiveBatch)`` on the same windows
   (all n positions' logits; the KeyedJaggedTensor id lookup); informative only.
 
@@ -54,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -148,7 +153,7 @@ def gemm_rate(size: int, reps: int) -> float:
     return 2.0 * size ** 3 / statistics.median(times) / 1e9
 
 
-def small_op_latency(threads: int, reps: int = 200) -> Dict[str, float]:
+def small_op_latency(threads: int, reps: int = 20) -> Dict[str, float]:
     """Median microseconds of one small parallel op (an add of two 128 x 512 fp32 tensors, above
     ATen's grain size, so it runs on every thread) with ``threads`` threads and with 1. When the
     threads must share cores with other processes, every parallel region waits for a descheduled
@@ -165,7 +170,6 @@ def small_op_latency(threads: int, reps: int = 200) -> Dict[str, float]:
             torch.add(a, b, out=c)
             ts.append(time.perf_counter() - t0)
         out[f"{th}_threads"] = statistics.median(ts) * 1e6
-        out[f"{th}_threads_p90"] = sorted(ts)[int(0.9 * len(ts))] * 1e6
     torch.set_num_threads(threads)
     return out
 
@@ -239,26 +243,37 @@ def _timed(fn: Callable[[], Any]) -> tuple:
     return out, time.perf_counter() - t0
 
 
-def bench_preset(preset: str, spec: BatchSpec, rooms: int, ticks: int, args: argparse.Namespace) -> Dict[str, Any]:
+def bench_preset(preset: str, spec: BatchSpec, rooms: int, ticks: int, chunk: int, args: argparse.Namespace) -> Dict[str, Any]:
     n = WINDOW
     inference = build_inference(preset, spec, args.use_counters, args.seed)
     cfg = inference.config
     d = inference.d
     t_first = n  # ticks 0 .. n-1 fill every room's window
-    t_flop = t_first + ticks  # the tick counted with FlopCounterMode and checked against the full window
+    chunk = chunk if 0 < chunk < rooms else 0  # the chunked variants (0: none)
+    t_flop = t_first + ticks * (2 if chunk else 1)  # the tick counted with FlopCounterMode and checked against the full window
     t_prof = t_flop + 1  # one more for the profiler
     data = Rooms(spec, rooms, t_prof + 1, args.unknown_frac, args.seed + 1)
     win = data.window(t_flop)
     streamer_rows, known = inference.lookup(torch.from_numpy(data.streamer_id))
     lengths = torch.full((rooms,), n, dtype=torch.int64)
     batch = live_batch(win, streamer_rows) if args.train_forward else None
-    scorer = StreamingScorer(inference, initial_capacity=rooms, max_batch=max(rooms, 1))
+    scorer = StreamingScorer(inference, initial_capacity=rooms, max_batch=args.max_batch)
+
+    def stream_tick(t: int, max_batch: int) -> Any:
+        scorer.max_batch = max_batch  # a plain attribute, read by every tick
+        try:
+            return scorer.tick(data.tick(t))
+        finally:
+            scorer.max_batch = args.max_batch
 
     def full(sub: slice = slice(None)) -> torch.Tensor:
         w = {k: v[sub] for k, v in win.items()}
         return inference.window_logits(
             w["visual"], w["text"], w["counters"], w["observed"], w["timestamp"], w["segment"], streamer_rows[sub], lengths[sub]
         )
+
+    def full_chunked() -> torch.Tensor:
+        return torch.cat([full(slice(lo, lo + chunk)) for lo in range(0, rooms, chunk)])
 
     def train_forward() -> torch.Tensor:
         return inference.model(batch)
@@ -294,6 +309,7 @@ def bench_preset(preset: str, spec: BatchSpec, rooms: int, ticks: int, args: arg
     result: Dict[str, Any] = {
         "preset": preset, "d": d, "layers": [cfg.n_perceiver_layers, cfg.n_decoder_layers],
         "heads": [cfg.n_heads, cfg.d_head], "use_counters": bool(cfg.use_counters), "rooms": rooms, "window": n, "ticks": ticks,
+        "max_batch": args.max_batch, "chunk": chunk,
         "unknown_streamer_rooms": int((~known).sum()), "params": sum(p.numel() for p in inference.model.parameters()),
     }
     with torch.inference_mode():
@@ -301,26 +317,35 @@ def bench_preset(preset: str, spec: BatchSpec, rooms: int, ticks: int, args: arg
         for t in range(t_first):  # fill the windows (this also warms the streaming path's kernels)
             _, dt = _timed(lambda: scorer.tick(data.tick(t)))
             warm_times.append(dt)
-        names = ["streaming", "full_window"] + (["train_forward"] if batch is not None else []) + [
-            "validate", "encode_1", "gather", "decode", "encode_n"
-        ]
+        names = ["streaming", "full_window"] + (["streaming_chunked", "full_window_chunked"] if chunk else []) + (
+            ["train_forward"] if batch is not None else []
+        ) + ["validate", "encode_1", "gather", "decode", "encode_n"]
         times: Dict[str, List[float]] = {k: [] for k in names}
         full_logits = train_logits = None
+        probes: List[Dict[str, float]] = []
+        t = t_first
         for k in range(ticks):  # round-robin, so load from other processes hits every path alike
-            times["streaming"].append(_timed(lambda: scorer.tick(data.tick(t_first + k)))[1])
+            times["streaming"].append(_timed(lambda: stream_tick(t, args.max_batch))[1])
+            t += 1
             full_logits, dt = _timed(full)
             times["full_window"].append(dt)
+            if chunk:
+                times["streaming_chunked"].append(_timed(lambda: stream_tick(t, chunk))[1])
+                t += 1
+                times["full_window_chunked"].append(_timed(full_chunked)[1])
             if batch is not None:
                 train_logits, dt = _timed(train_forward)
                 times["train_forward"].append(dt)
             for key, fn in (("validate", validate), ("encode_1", encode_one), ("gather", gather), ("decode", decode), ("encode_n", encode_window)):
                 times[key].append(_timed(fn)[1])
+            probes.append(small_op_latency(torch.get_num_threads(), reps=20))
         med = {k: statistics.median(v) for k, v in times.items()}
         gemm = gemm_rate(args.gemm_size, args.gemm_reps)
-        latency = small_op_latency(torch.get_num_threads())
+        nth = torch.get_num_threads()
+        latency = {"threads": nth, "per_round_us": [pr[f"{nth}_threads"] for pr in probes], "one_thread_us": statistics.median(pr["1_threads"] for pr in probes)}
 
         # the next tick, counted with FlopCounterMode, is the one the full window (win) holds: correctness check
-        stream_scores, f_stream = count_flops(lambda: scorer.tick(data.tick(t_flop)))
+        stream_scores, f_stream = count_flops(lambda: stream_tick(t_flop, args.max_batch))
         diff = float(np.abs(stream_scores.logit - full_logits.float().numpy()).max())
         # FLOPs are linear in the rooms: count the stateless paths on a few rooms
         fr = min(rooms, args.flop_rooms)
@@ -344,13 +369,14 @@ def bench_preset(preset: str, spec: BatchSpec, rooms: int, ticks: int, args: arg
     if f_train is not None:
         per_room["train_forward"] = f_train / rooms
     paths = {}
-    for key in ("streaming", "full_window", "train_forward"):
+    for key in ("streaming", "streaming_chunked", "full_window", "full_window_chunked", "train_forward"):
         if key not in med:
             continue
-        s = med[key]
-        achieved = per_room[key] * rooms / s / 1e9
+        base = key.replace("_chunked", "")
+        sec = med[key]
+        achieved = per_room[base] * rooms / sec / 1e9
         paths[key] = {
-            "ms_per_tick": s * 1e3, "rooms_per_s": rooms / s, "flops_per_room": per_room[key], "analytic_flops_per_room": ana[key],
+            "ms_per_tick": sec * 1e3, "rooms_per_s": rooms / sec, "flops_per_room": per_room[base], "analytic_flops_per_room": ana[base],
             "gflop_per_s": achieved, "fraction_of_gemm": achieved / gemm, "min_ms": min(times[key]) * 1e3, "max_ms": max(times[key]) * 1e3,
         }
     stream_ms = med["streaming"]
@@ -358,6 +384,8 @@ def bench_preset(preset: str, spec: BatchSpec, rooms: int, ticks: int, args: arg
     result.update(
         paths=paths,
         speedup=med["full_window"] / med["streaming"],
+        speedup_chunked=(med["full_window_chunked"] / med["streaming_chunked"]) if chunk else None,
+        speedup_best=(min(med["full_window"], med.get("full_window_chunked", math.inf)) / min(med["streaming"], med.get("streaming_chunked", math.inf))),
         speedup_train_forward=(med["train_forward"] / med["streaming"]) if "train_forward" in med else None,
         target=TARGETS.get(preset),
         flop_ratio=f_full / f_stream,
@@ -398,13 +426,25 @@ def profile_tick(scorer: StreamingScorer, records: ClosedSegments, rows: int) ->
 
 
 def bench_gpu(spec: BatchSpec, args: argparse.Namespace) -> Optional[Dict[str, Any]]:
-    """paper preset, ``--gpu-rooms`` rooms in one tick, bf16 autocast, on CUDA (None without CUDA)."""
-    if not torch.cuda.is_available():
+    """paper preset, ``--gpu-rooms`` rooms in one tick, bf16 autocast, on CUDA (None without CUDA).
+
+    ``--gpu-dry-run`` runs the same code on the CPU (with a few rooms: ``--gpu-rooms 2000``) to check
+    it where no GPU is; its figures mean nothing."""
+    dry = bool(args.gpu_dry_run)
+    if not dry and not torch.cuda.is_available():
         print(f"GPU: torch.cuda.is_available() is False here: the {args.gpu_rooms:,d}-room bf16 paper tick (target < {GPU_TARGET_S:.0f} s) was not measured")
         return None
     rooms = args.gpu_rooms
-    dev = torch.device("cuda")
-    out: Dict[str, Any] = {"device": torch.cuda.get_device_name(dev), "rooms": rooms, "preset": "paper", "autocast": "bfloat16"}
+    dev = torch.device("cpu") if dry else torch.device("cuda")
+    cuda = dev.type == "cuda"
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(dev)
+
+    name = torch.cuda.get_device_name(dev) if cuda else "CPU (--gpu-dry-run: checks the code path, the figures mean nothing)"
+    out: Dict[str, Any] = {"device": name, "rooms": rooms, "preset": "paper", "autocast": "bfloat16", "max_batch": args.gpu_max_batch}
+    scorer = inference = None
     try:
         inference = build_inference("paper", spec, args.use_counters, args.seed).to(dev)
         scorer = StreamingScorer(inference, autocast_dtype=torch.bfloat16, max_batch=args.gpu_max_batch, initial_capacity=rooms)
@@ -412,47 +452,57 @@ def bench_gpu(spec: BatchSpec, args: argparse.Namespace) -> Optional[Dict[str, A
         g = torch.Generator().manual_seed(args.seed)
         live = (50_000_000 + np.arange(rooms)).astype(np.int64)
         streamer = rng.integers(VOCAB_BASE, VOCAB_BASE + N_STREAMERS, size=rooms).astype(np.int64)
-        # one set of features reused by every tick (the values do not change the cost); segment and timestamp advance
+        # the service hands CPU arrays; one set of features serves every tick (values do not change the cost),
+        # segment and timestamp advance so each tick is the next segment of every room
         visual = torch.randn(rooms, spec.visual_tokens, spec.visual_dim, generator=g)
         text = torch.randn(rooms, spec.text_dim, generator=g)
         counters = torch.randint(0, 500, (rooms, spec.n_counters), generator=g).float()
         observed = torch.rand(rooms, generator=g)
+        no_label = torch.full((rooms,), -1.0)
 
         def records(t: int) -> ClosedSegments:
             seg = np.full(rooms, t, np.int64)
-            obs = observed if t >= LABEL_DELAY else torch.full((rooms,), -1.0)
             return ClosedSegments(live_id=live, streamer_id=streamer, segment=seg, timestamp=1_700_000_000 + 30 * seg,
-                                  visual=visual, text=text, counters=counters, observed=obs)
+                                  visual=visual, text=text, counters=counters, observed=observed if t >= LABEL_DELAY else no_label)
 
         def one_tick(t: int) -> float:
             recs = records(t)
-            torch.cuda.synchronize()
+            sync()
             t0 = time.perf_counter()
-            scorer.tick(recs)
-            torch.cuda.synchronize()
-            return time.perf_counter() - t0
+            scores = scorer.tick(recs)  # ends with the logits copied to the host
+            sync()
+            dt = time.perf_counter() - t0
+            if len(scores.logit) != rooms or not np.isfinite(scores.logit).all():
+                raise RuntimeError(f"tick {t}: {len(scores.logit)} scores for {rooms} rooms, finite: {bool(np.isfinite(scores.logit).all())}")
+            return dt
 
-        torch.cuda.reset_peak_memory_stats(dev)
-        warm = [one_tick(t) for t in range(args.gpu_warm_ticks)]
-        timed = [one_tick(args.gpu_warm_ticks + k) for k in range(args.gpu_ticks)]
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(dev)
+        warm = [one_tick(t) for t in range(args.gpu_warm_ticks)]  # fills the windows (and warms the kernels)
+        timed = [one_tick(args.gpu_warm_ticks + k) for k in range(max(1, args.gpu_ticks))]
+        med = statistics.median(timed)
+        flops = analytic_flops(inference.config, spec)["streaming"] * rooms
         out.update(
-            warm_ticks=args.gpu_warm_ticks, warm_tick_s=warm, tick_s=timed, tick_s_median=statistics.median(timed),
-            rooms_per_s=rooms / statistics.median(timed), target_s=GPU_TARGET_S,
-            peak_memory_gib=torch.cuda.max_memory_allocated(dev) / 2**30, bytes_per_room=scorer.bytes_per_room,
-            max_batch=args.gpu_max_batch,
+            warm_ticks=args.gpu_warm_ticks, warm_tick_s=warm, tick_s=timed, tick_s_median=med, rooms_per_s=rooms / med,
+            target_s=GPU_TARGET_S, met=med < GPU_TARGET_S, analytic_tflop_per_tick=flops / 1e12, tflop_per_s=flops / med / 1e12,
+            peak_memory_gib=(torch.cuda.max_memory_allocated(dev) / 2**30) if cuda else None, bytes_per_room=scorer.bytes_per_room,
+            rooms_held=scorer.rooms,
         )
+        mem = f"; peak GPU memory {out['peak_memory_gib']:.1f} GiB" if cuda else ""
         print(
-            f"GPU {out['device']}: paper preset, {rooms:,d} rooms in one tick, bf16 autocast, max_batch {args.gpu_max_batch:,d}: "
-            f"{out['tick_s_median']:.2f} s per tick (median of {len(timed)}; min {min(timed):.2f}, max {max(timed):.2f}) "
-            f"vs target < {GPU_TARGET_S:.0f} s [{'met' if out['tick_s_median'] < GPU_TARGET_S else 'MISSED'}]; "
-            f"{out['rooms_per_s']:,.0f} rooms/s; peak GPU memory {out['peak_memory_gib']:.1f} GiB (ring buffers "
-            f"{rooms * scorer.bytes_per_room / 2**30:.1f} GiB)" + (f"; first warm-up tick {warm[0]:.2f} s" if warm else "")
+            f"GPU {name}: paper preset, {rooms:,d} rooms in one tick, bf16 autocast, max_batch {args.gpu_max_batch:,d}, "
+            f"after {args.gpu_warm_ticks} warm-up ticks: {med:.3f} s per tick (median of {len(timed)}; min {min(timed):.3f}, "
+            f"max {max(timed):.3f}) vs target < {GPU_TARGET_S:.0f} s [{'met' if out['met'] else 'MISSED'}]; {out['rooms_per_s']:,.0f} rooms/s; "
+            f"{out['tflop_per_s']:.1f} TFLOP/s (analytic matmul FLOPs); ring buffers {rooms * scorer.bytes_per_room / 2**30:.1f} GiB{mem}"
+            + (f"; first warm-up tick {warm[0]:.2f} s" if warm else "")
         )
     except Exception as exc:  # noqa: BLE001 - a bench reports, it does not abort (e.g. CUDA out of memory)
         out["error"] = f"{type(exc).__name__}: {exc}"
         print(f"GPU: the {rooms:,d}-room paper tick failed: {out['error'][:500]} (try a smaller --gpu-max-batch or --gpu-rooms)")
     finally:
-        torch.cuda.empty_cache()
+        del scorer, inference
+        if cuda:
+            torch.cuda.empty_cache()
     return out
 
 
@@ -466,14 +516,21 @@ def print_preset(r: Dict[str, Any]) -> None:
         f"{r['heads'][1]}, {r['params']:,d} params; {r['rooms']:,d} rooms ({r['unknown_streamer_rooms']} with an unknown streamer), "
         f"n = {r['window']}, {r['ticks']} timed ticks after {r['window']} warm-up ticks"
     )
-    print(f"{'path':30s} {'ms/tick':>9s} {'(min..max)':>17s} {'rooms/s':>10s} {'MFLOP/room':>11s} {'(analytic)':>11s} {'GFLOP/s':>8s} {'of GEMM':>8s}")
-    labels = {"streaming": "streaming (StreamingScorer)", "full_window": "full window (window_logits)", "train_forward": "train fwd (ContentCTR, all n)"}
+    print(f"{'path':32s} {'ms/tick':>9s} {'(min..max)':>17s} {'rooms/s':>10s} {'MFLOP/room':>11s} {'(analytic)':>11s} {'GFLOP/s':>8s} {'of GEMM':>8s}")
+    chunk = r["chunk"]
+    labels = {
+        "streaming": f"streaming (StreamingScorer{', max_batch ' + format(r['max_batch'], ',d') if r['max_batch'] < r['rooms'] else ''})",
+        "streaming_chunked": f"streaming, max_batch {chunk}",
+        "full_window": "full window (window_logits)",
+        "full_window_chunked": f"full window, {chunk} rooms/call",
+        "train_forward": "train fwd (ContentCTR, all n)",
+    }
     for key, label in labels.items():
         if key not in p:
             continue
         x = p[key]
         print(
-            f"{label:30s} {x['ms_per_tick']:9.1f} {'(' + format(x['min_ms'], '.1f') + '..' + format(x['max_ms'], '.1f') + ')':>17s} "
+            f"{label:32s} {x['ms_per_tick']:9.1f} {'(' + format(x['min_ms'], '.1f') + '..' + format(x['max_ms'], '.1f') + ')':>17s} "
             f"{x['rooms_per_s']:10,.0f} {x['flops_per_room'] / 1e6:11.2f} {x['analytic_flops_per_room'] / 1e6:11.2f} "
             f"{x['gflop_per_s']:8.1f} {100 * x['fraction_of_gemm']:7.1f}%"
         )
@@ -486,20 +543,25 @@ def print_preset(r: Dict[str, Any]) -> None:
         f"bound from the components (encode n + decode) / (encode 1 + decode): {r['component_bound_speedup']:.2f}x"
         + (f"; train fwd / streaming {r['speedup_train_forward']:.2f}x" if r["speedup_train_forward"] else "")
     )
+    if r["speedup_chunked"] is not None:
+        print(f"speed-up with both in chunks of {chunk} rooms: {r['speedup_chunked']:.2f}x; fastest full / fastest streaming: {r['speedup_best']:.2f}x")
     print(f"GEMM (fp32 2048x2048 matmul, this run): {r['gemm_gflop_per_s']:.1f} GFLOP/s; streaming state {r['bytes_per_room']:,d} bytes/room "
           f"({r['bytes_per_room'] * 1e6 / 2**30:.2f} GiB per million rooms)")
     lat = r["small_op_latency_us"]
-    nth = max(int(k.split("_")[0]) for k in lat if k.endswith("_threads"))
-    line = f"small-op latency (add of 128x512 fp32, median / p90): {lat[f'{nth}_threads']:.0f} / {lat[f'{nth}_threads_p90']:.0f} us with {nth} threads"
+    nth, per_round, one = lat["threads"], lat["per_round_us"], lat["one_thread_us"]
+    line = "small-op latency (median add of 128x512 fp32, probed once per round): " + ", ".join(f"{x:.0f}" for x in per_round) + f" us with {nth} threads"
     if nth > 1:
-        line += f", {lat['1_threads']:.0f} / {lat['1_threads_p90']:.0f} us with 1"
-        if lat[f"{nth}_threads"] > 10 * lat["1_threads"] + 50:
-            line += (" -- OVERSUBSCRIBED: the threads share cores with other processes, every parallel op waits for a "
-                     "descheduled thread; small-op paths (streaming) suffer most: rerun idle or with --threads 1")
+        line += f", {one:.0f} us with 1"
+        bad = sum(x > 10 * one + 50 for x in per_round)
+        if bad:
+            line += (f" -- OVERSUBSCRIBED in {bad} of {len(per_round)} rounds: the threads share cores with other processes, every "
+                     "parallel op waits for a descheduled thread (a scheduler slice); small-op paths (streaming) suffer most: "
+                     "rerun when idle or with --threads 1")
     print(line)
     b, fl = r["breakdown_ms"], r["breakdown_flops_per_room"]
     tick = b["tick"]
-    print("streaming tick breakdown (each part timed on its own, same shapes; 'rest' = tick - parts: scorer book-keeping, id search, copies):")
+    print("streaming tick breakdown (each part timed on its own, same shapes as the one-batch tick; 'rest' = tick - parts: "
+          "scorer book-keeping, id search, copies; noise can make it negative):")
     for key, label, flops in (
         ("validate", "validate inputs (check_closed_segments)", None),
         ("encode_1", "encode 1 segment/room (encode_segments)", fl["encode_1"]),
@@ -544,6 +606,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--no-train-forward", dest="train_forward", action="store_false", help="skip the ContentCTR.forward(LiveBatch) timing")
     parser.add_argument("--profile", action="store_true", help="also print torch.profiler's top operators of one streaming tick")
     parser.add_argument("--profile-rows", type=int, default=12)
+    parser.add_argument("--max-batch", type=int, default=65_536, help="StreamingScorer max_batch of the main streaming row (65,536: the library default)")
+    parser.add_argument("--chunk", type=int, default=256, help="small: also time both paths in chunks of this many rooms (0: not)")
+    parser.add_argument("--paper-chunk", type=int, default=64, help="the same for paper")
     parser.add_argument("--flop-rooms", type=int, default=32, help="rooms the stateless paths' FLOPs are counted on (FLOPs are linear in rooms)")
     parser.add_argument("--gemm-size", type=int, default=2048)
     parser.add_argument("--gemm-reps", type=int, default=3)
@@ -552,6 +617,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--gpu-ticks", type=int, default=3)
     parser.add_argument("--gpu-max-batch", type=int, default=65_536, help="StreamingScorer max_batch on the GPU")
     parser.add_argument("--no-gpu", dest="gpu", action="store_false")
+    parser.add_argument("--gpu-dry-run", action="store_true", help="run the GPU section's code on the CPU (with a small --gpu-rooms) to check it")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=str, default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
@@ -578,7 +644,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     for preset in presets:
         rooms = args.paper_rooms if preset == "paper" else args.rooms
         ticks = args.paper_ticks if preset == "paper" else args.ticks
-        r = bench_preset(preset, spec, rooms, ticks, args)
+        r = bench_preset(preset, spec, rooms, ticks, args.paper_chunk if preset == "paper" else args.chunk, args)
         results.append(r)
         print_preset(r)
     print()
