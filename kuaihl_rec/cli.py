@@ -363,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--world", "--data", dest="world", required=True, help="world / segment table directory")
     p.add_argument("--out", required=True, help="output directory (predictions.parquet, replay.json)")
     p.add_argument("--split", default="test")
-    p.add_argument("--max-batch", type=int, default=65_536, help="rooms per forward pass")
+    p.add_argument("--max-batch", type=int, default=None, help="rooms per forward pass (default: 1,024 on a CPU, 65,536 on a GPU)")
     p.add_argument("--stop-after-ticks", type=int, default=None, help="save the scorer state after this many ticks and stop")
     p.add_argument("--resume", action="store_true", help="continue an interrupted replay in --out from its saved state")
     p.set_defaults(func=cmd_replay)

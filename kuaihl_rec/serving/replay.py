@@ -116,7 +116,7 @@ def replay(
     data_dir: Path,
     out_dir: Path,
     split: str = "test",
-    max_batch: int = 65_536,
+    max_batch: Optional[int] = None,
     stop_after_ticks: Optional[int] = None,
     resume: bool = False,
     progress: bool = True,
