@@ -43,7 +43,8 @@ import torch
 from torch import Tensor, nn
 
 from kuaihl_rec.data.io import atomic_write_json
-from kuaihl_rec.serving.inference import INPUT_NAMES, OUTPUT_NAMES, ContentInference, load_inference
+from kuaihl_rec.data.schema import COUNTER_COLUMNS
+from kuaihl_rec.serving.inference import INPUT_NAMES, ContentInference, load_inference
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def _dtype_name(t: Tensor) -> str:
     return str(t.dtype).replace("torch.", "")
 
 
-def _describe(names: List[str], tensors: List[Tensor], dims: Dict[str, Any]) -> List[Dict[str, Any]]:
+def _describe(names: List[str], tensors: List[Tensor], dims: Dict[str, Dict[int, str]]) -> List[Dict[str, Any]]:
     out = []
     for name, t in zip(names, tensors):
         symbolic = dims.get(name, {})
@@ -128,107 +129,111 @@ def _max_diff(a: Any, b: Any) -> float:
     return max(float((x.double() - y.double()).abs().max()) if x.numel() else 0.0 for x, y in zip(a, b))
 
 
-def _export(module: nn.Module, args: Tuple[Tensor, ...], dynamic: Dict[str, Dict[int, Any]], names: Tuple[str, ...]):
-    from torch.export import export
-
-    dynamic_shapes = {name: dynamic.get(name) for name in names}
-    return export(module, args, dynamic_shapes=dynamic_shapes, strict=False)
+BATCH_LIMIT = 1 << 24
 
 
-def export_run(run_dir: Path, out_dir: Path, aoti: bool = True) -> Dict[str, Any]:
-    """Export the inference path of ``run_dir`` into ``out_dir`` (see the module docstring); returns the manifest."""
-    from torch.export import Dim
+def _program(module: nn.Module, name: str, names: Tuple[str, ...], args: Tuple[Tensor, ...], outputs: List[Dict[str, Any]], out_dir: Path):
+    """Export ``module`` on ``args`` with every input's dimension 0 dynamic ("b"), save it as
+    ``out_dir/name.pt2``; returns (program, its manifest entry, the eager outputs on ``args``)."""
+    from torch.export import Dim, export
 
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    inference = load_inference(run_dir)
-    if (out_dir / "manifest.json").exists():
-        old = json.loads((out_dir / "manifest.json").read_text())
-        if old.get("model_fingerprint") != inference.fingerprint():
-            raise FileExistsError(f"{out_dir}: holds the export of another model ({old.get('run')}); use another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    n = inference.window
-    batch = Dim("b", min=1, max=1 << 24)
-    programs: Dict[str, Any] = {}
-    checks: Dict[str, float] = {}
-    t0 = time.perf_counter()
+    batch = Dim("b", min=1, max=BATCH_LIMIT)
+    with torch.no_grad():
+        expected = module(*args)
+    program = export(module, args, dynamic_shapes={k: {0: batch} for k in names}, strict=False)
+    path = out_dir / f"{name}.pt2"
+    torch.export.save(program, str(path))
+    entry = {"file": path.name, "inputs": _describe(list(names), list(args), {k: {0: "b"} for k in names}), "outputs": outputs}
+    return program, entry, expected
 
-    # full windows
+
+def _programs(inference: ContentInference, out_dir: Path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Export the three programs; returns (manifest entries, {name: (program, args, expected)})."""
+    n, d = inference.window, inference.d
     ex = example_inputs(inference, b=3, n=n)
-    args = tuple(ex[k] for k in INPUT_NAMES)
-    dims = {k: {0: batch} for k in ("visual", "text", "counters", "observed", "timestamp", "segment")}
-    dims |= {"streamer_id": {0: batch}, "lengths": {0: batch}}
-    with torch.no_grad():
-        expected = inference(*args)
-    ep = _export(inference, args, dims, INPUT_NAMES)
-    path = out_dir / "score_windows.pt2"
-    torch.export.save(ep, str(path))
-    programs["score_windows"] = {"file": path.name, "inputs": _describe(list(INPUT_NAMES), list(args), _symbols(dims)),
-                                 "outputs": [{"name": "score", "dtype": "float32", "shape": ["b"]}, {"name": "known", "dtype": "bool", "shape": ["b"]}]}
-
-    # streaming halves
-    enc = EncodeSegments(inference).eval()
-    enc_names = ("visual", "text", "counters", "observed", "timestamp", "segment", "streamer_id")
-    enc_args = tuple(ex[k][:, 0] if k != "streamer_id" else ex[k] for k in enc_names)
-    enc_dims = {k: {0: batch} for k in enc_names}
-    with torch.no_grad():
-        enc_expected = enc(*enc_args)
-    enc_ep = _export(enc, enc_args, enc_dims, enc_names)
-    enc_path = out_dir / "encode_segments.pt2"
-    torch.export.save(enc_ep, str(enc_path))
-    programs["encode_segments"] = {"file": enc_path.name, "inputs": _describe(list(enc_names), list(enc_args), _symbols(enc_dims)),
-                                   "outputs": [{"name": "e_p", "dtype": "float32", "shape": ["b", inference.d]}, {"name": "known", "dtype": "bool", "shape": ["b"]}]}
-    dec = DecodeWindows(inference).eval()
-    g = torch.Generator().manual_seed(1)
+    full_args = tuple(ex[k] for k in INPUT_NAMES)
+    enc_names = INPUT_NAMES[:-1]  # one segment per row: no lengths
+    enc_args = tuple(ex[k] if k == "streamer_id" else ex[k][:, 0] for k in enc_names)
     dec_names = ("e_p", "lengths", "observed_last")
-    dec_args = (torch.randn(3, n, inference.d, generator=g), ex["lengths"], ex["observed"][:, -1].contiguous())
-    dec_dims = {"e_p": {0: batch}, "lengths": {0: batch}, "observed_last": {0: batch}}
-    with torch.no_grad():
-        dec_expected = dec(*dec_args)
-    dec_ep = _export(dec, dec_args, dec_dims, dec_names)
-    dec_path = out_dir / "decode_windows.pt2"
-    torch.export.save(dec_ep, str(dec_path))
-    programs["decode_windows"] = {"file": dec_path.name, "inputs": _describe(list(dec_names), list(dec_args), _symbols(dec_dims)),
-                                  "outputs": [{"name": "logit", "dtype": "float32", "shape": ["b"]}]}
-    logger.info("exported 3 programs in %.1f s", time.perf_counter() - t0)
+    dec_args = (torch.randn(3, n, d, generator=torch.Generator().manual_seed(1)), ex["lengths"], ex["observed"][:, -1].contiguous())
+    specs = [
+        ("score_windows", inference, INPUT_NAMES, full_args, [_out("score", "float32", ["b"]), _out("known", "bool", ["b"])]),
+        ("encode_segments", EncodeSegments(inference).eval(), enc_names, enc_args, [_out("e_p", "float32", ["b", d]), _out("known", "bool", ["b"])]),
+        ("decode_windows", DecodeWindows(inference).eval(), dec_names, dec_args, [_out("logit", "float32", ["b"])]),
+    ]
+    entries, made = {}, {}
+    for name, module, names, args, outputs in specs:
+        program, entries[name], expected = _program(module, name, names, args, outputs, out_dir)
+        made[name] = (program, args, expected)
+    return entries, made
 
-    # load back and check (a second batch size too: the batch dimension is really dynamic)
-    ex2 = example_inputs(inference, b=5, n=n, seed=7)
+
+def _out(name: str, dtype: str, shape: List[Any]) -> Dict[str, Any]:
+    return {"name": name, "dtype": dtype, "shape": shape}
+
+
+def _check(inference: ContentInference, entries: Dict[str, Any], made: Dict[str, Any], out_dir: Path, aoti: bool) -> Tuple[Dict[str, float], Dict[str, Any]]:
+    """Load every saved program back and compare with the eager outputs (the full-window program
+    and its AOTInductor package also on a second batch size: the batch dimension is dynamic)."""
+    ex2 = example_inputs(inference, b=5, n=inference.window, seed=7)
     args2 = tuple(ex2[k] for k in INPUT_NAMES)
+    checks: Dict[str, float] = {}
     with torch.no_grad():
         expected2 = inference(*args2)
-        loaded = torch.export.load(str(path)).module()
-        checks["score_windows"] = max(_max_diff(loaded(*args), expected), _max_diff(loaded(*args2), expected2))
-        checks["encode_segments"] = _max_diff(torch.export.load(str(enc_path)).module()(*enc_args), enc_expected)
-        checks["decode_windows"] = _max_diff(torch.export.load(str(dec_path)).module()(*dec_args), dec_expected)
-
-    aoti_info = _compile_aoti(ep, out_dir, args, expected, args2, expected2) if aoti else {"status": "skipped (--no-aoti)"}
+        for name, (_, args, expected) in made.items():
+            loaded = torch.export.load(str(out_dir / entries[name]["file"])).module()
+            checks[name] = _max_diff(loaded(*args), expected)
+            if name == "score_windows":
+                checks[name] = max(checks[name], _max_diff(loaded(*args2), expected2))
+    program, args, expected = made["score_windows"]
+    aoti_info = _compile_aoti(program, out_dir, args, expected, args2, expected2) if aoti else {"status": "skipped (--no-aoti)"}
     if "max_abs_diff" in aoti_info:
         checks["score_windows.aoti"] = aoti_info["max_abs_diff"]
     bad = {k: v for k, v in checks.items() if not v <= TOLERANCE}
     if bad:
         raise RuntimeError(f"exported program(s) disagree with the eager model beyond {TOLERANCE}: {bad}")
+    return checks, aoti_info
 
-    files = [p["file"] for p in programs.values()] + ["example.pt"]
+
+def export_run(run_dir: Path, out_dir: Path, aoti: bool = True) -> Dict[str, Any]:
+    """Export the inference path of ``run_dir`` into ``out_dir`` (see the module docstring); returns the manifest."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    inference = load_inference(run_dir)
+    fingerprint = inference.fingerprint()
+    if (out_dir / "manifest.json").exists():
+        old = json.loads((out_dir / "manifest.json").read_text())
+        if old.get("model_fingerprint") != fingerprint:
+            raise FileExistsError(f"{out_dir}: holds the export of another model ({old.get('run')}); use another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    entries, made = _programs(inference, out_dir)
+    logger.info("exported %d programs in %.1f s", len(entries), time.perf_counter() - t0)
+    checks, aoti_info = _check(inference, entries, made, out_dir, aoti)
+
+    files = [e["file"] for e in entries.values()] + ["example.pt"]
     if hasattr(inference.id_lookup, "raw"):
         np.savez(out_dir / "vocab.npz", streamer=inference.id_lookup.raw.cpu().numpy())
         files.append("vocab.npz")
-    torch.save({"inputs": ex, "score": expected[0], "known": expected[1]}, out_dir / "example.pt")
+    example = {k: t for k, t in zip(INPUT_NAMES, made["score_windows"][1])}
+    score, known = made["score_windows"][2]
+    torch.save({"inputs": example, "score": score, "known": known}, out_dir / "example.pt")
     files += [aoti_info["file"]] if "file" in aoti_info else []
     manifest = {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
         "run": str(run_dir.resolve()),
         "model": inference.model_name,
-        "model_fingerprint": inference.fingerprint(),
+        "model_fingerprint": fingerprint,
         "config": _asdict(inference.config),
-        "window": n,
+        "window": inference.window,
         "label_delay": inference.label_delay,
         "reads": list(inference.reads),
         "score": "sigmoid(logit): predicted label of the segment after each window's newest segment (position lengths - 1)",
         "observed": f"label of segment t - {inference.label_delay} at segment t, -1 when the room has none yet",
-        "counters_order": list(_counter_columns()),
-        "unknown_streamer": "ids not in vocab.npz read the cold-start row 0; output 'known' is False for them",
-        "programs": programs,
+        "counters_order": list(COUNTER_COLUMNS),
+        "unknown_streamer": "ids without a row read the cold-start row 0; output 'known' is False for them",
+        "batch_limit": BATCH_LIMIT,
+        "programs": entries,
         "aoti": aoti_info,
         "check_max_abs_diff": checks,
         "versions": _versions(),
@@ -236,10 +241,6 @@ def export_run(run_dir: Path, out_dir: Path, aoti: bool = True) -> Dict[str, Any
     }
     atomic_write_json(out_dir / "manifest.json", manifest)
     return manifest
-
-
-def _symbols(dims: Dict[str, Dict[int, Any]]) -> Dict[str, Dict[int, str]]:
-    return {k: {i: d.__name__ for i, d in v.items()} for k, v in dims.items()}
 
 
 def _compile_aoti(ep, out_dir: Path, args, expected, args2, expected2) -> Dict[str, Any]:
@@ -265,12 +266,6 @@ def _asdict(config: Any) -> Dict[str, Any]:
     import dataclasses
 
     return dataclasses.asdict(config)
-
-
-def _counter_columns():
-    from kuaihl_rec.data.schema import COUNTER_COLUMNS
-
-    return COUNTER_COLUMNS
 
 
 def _versions() -> Dict[str, str]:
