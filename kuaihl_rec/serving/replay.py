@@ -27,7 +27,6 @@ its run, data and split; a different one is refused.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
