@@ -13,10 +13,11 @@ content segment (:mod:`baselines.features`, ContentCTR 4.3.2), returns logits ``
 with the shared trainer with the pointwise loss (``default_loss = "point"``).
 """
 
-from baselines import dcn_m as _dcn_m  # noqa: F401  (registers "dcn_m")
+# registration order = the order of ContentCTR Table 1 (list_models(family="id_baseline") keeps it)
+from baselines import wide_deep as _wide_deep  # noqa: F401, I001  (registers "wide_deep")
 from baselines import deepfm as _deepfm  # noqa: F401  (registers "deepfm")
 from baselines import difm as _difm  # noqa: F401  (registers "difm")
-from baselines import wide_deep as _wide_deep  # noqa: F401  (registers "wide_deep")
+from baselines import dcn_m as _dcn_m  # noqa: F401  (registers "dcn_m")
 from baselines.dcn_m import DCNM, DCNMHead
 from baselines.deepfm import DeepFM, DeepFMHead
 from baselines.difm import DIFM, DIFMHead, InputAwareFactors
@@ -35,7 +36,9 @@ from baselines.features import (
 from baselines.layers import MLP, FieldSelfAttention, FirstOrder, FMInteraction, fm_interaction
 from baselines.wide_deep import WideDeep, WideDeepHead
 
-BASELINE_MODELS = ("wide_deep", "deepfm", "difm", "dcn_m")
+from kuaihl_rec.model.registry import list_models as _list_models  # noqa: E402
+
+BASELINE_MODELS = tuple(_list_models(family="id_baseline"))  # read from the registry
 
 __all__ = [
     "BASELINE_MODELS",

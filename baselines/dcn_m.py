@@ -63,7 +63,8 @@ class DCNM(PerPositionCTR):
     """DCN-M over the per-position features; ``forward(batch) -> logits [b, n]``."""
 
 
-@register_model("dcn_m")
+@register_model("dcn_m", family="id_baseline", default_loss="point", description="DCN-M (Wang et al. 2021) over the per-position ID features",
+                paper={"tau": 0.5629})
 def dcn_m(
     spec: BatchSpec,
     embedding_dim: int = 16,

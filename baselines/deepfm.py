@@ -45,7 +45,8 @@ class DeepFM(PerPositionCTR):
     """DeepFM over the per-position features; ``forward(batch) -> logits [b, n]``."""
 
 
-@register_model("deepfm")
+@register_model("deepfm", family="id_baseline", default_loss="point", description="DeepFM (Guo et al. 2017) over the per-position ID features",
+                paper={"tau": 0.5542})
 def deepfm(
     spec: BatchSpec,
     embedding_dim: int = 16,

@@ -63,7 +63,8 @@ class DIFM(PerPositionCTR):
     """DIFM over the per-position features; ``forward(batch) -> logits [b, n]``."""
 
 
-@register_model("difm")
+@register_model("difm", family="id_baseline", default_loss="point", description="DIFM (Lu et al. 2020) over the per-position ID features",
+                paper={"tau": 0.5697})
 def difm(
     spec: BatchSpec,
     embedding_dim: int = 16,

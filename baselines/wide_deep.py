@@ -44,7 +44,8 @@ class WideDeep(PerPositionCTR):
     """Wide & Deep over the per-position features; ``forward(batch) -> logits [b, n]``."""
 
 
-@register_model("wide_deep")
+@register_model("wide_deep", family="id_baseline", default_loss="point", description="Wide&Deep (Cheng et al. 2016) over the per-position ID features",
+                paper={"tau": 0.5619})
 def wide_deep(
     spec: BatchSpec,
     embedding_dim: int = 16,

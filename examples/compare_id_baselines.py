@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from kuaihl_rec.compare import CompareBudget, run_compare
+from kuaihl_rec.apps.compare import CompareBudget, run_compare
 
 
 def main(argv=None) -> None:

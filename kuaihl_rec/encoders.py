@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from kuaihl_rec.data.io import DataError
+from kuaihl_rec.data.schema import FeatureSizes
 
 logger = logging.getLogger(__name__)
 
@@ -440,8 +441,6 @@ class EndToEndFeaturizer(nn.Module):
 
     @property
     def sizes(self):
-        from kuaihl_rec.data.schema import FeatureSizes
-
         return FeatureSizes(visual_tokens=self.cfg.k_v, visual_dim=self.visual.dim, text_dim=self.text.dim)
 
     def forward(self, images: torch.Tensor, texts: Sequence[TextInput]) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -39,6 +39,7 @@ import torch
 
 from kuaihl_rec.data.io import DataError, read_manifest, write_segment_table
 from kuaihl_rec.data.schema import ALL_TYPES, RAW_MEDIA_COLUMNS, FeatureSizes
+from kuaihl_rec.data.validate import read_table, validate_path
 from kuaihl_rec.encoders import (
     EncoderConfig,
     TextEncoder,
@@ -132,8 +133,6 @@ def _read_source(source: Union[PathLike, pa.Table]) -> Tuple[List[Tuple[str, pa.
     """``[(display name, table)]``, the default media root and the manifest (if any)."""
     if isinstance(source, pa.Table):
         return [(IN_MEMORY, source)], None, None
-    from kuaihl_rec.data.validate import read_table
-
     path = Path(source)
     tables, _ = read_table(path)
     manifest = read_manifest(path) if path.is_dir() else None
@@ -332,8 +331,6 @@ def run_extract(
     ``rows_per_s``, ``input``, ``output``, the encoders used and ``valid`` / ``problems`` from
     :func:`~kuaihl_rec.data.validate.validate_path` of the output.
     """
-    from kuaihl_rec.data.validate import validate_path
-
     cfg = preset_config(
         preset,
         vision_checkpoint=str(vision_checkpoint) if vision_checkpoint is not None else None,

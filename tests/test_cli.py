@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kuaihl_rec.cli import _parse_overrides
+from kuaihl_rec.apps.cli import _parse_overrides
 
 
 def test_set_values_are_typed():

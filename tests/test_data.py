@@ -181,7 +181,7 @@ def test_load_segments_raises_with_the_report(tmp_path):
 def test_validate_cli_exit_codes(tmp_path):
     good = _write(tmp_path, make_table(), name="good")
     bad = _write(tmp_path, _set_value(make_table(), "n_viewers", 3, -1), name="bad")
-    run = lambda p: subprocess.run([sys.executable, "-m", "kuaihl_rec.cli", "validate", str(p)], capture_output=True, text=True)
+    run = lambda p: subprocess.run([sys.executable, "-m", "kuaihl_rec.apps.cli", "validate", str(p)], capture_output=True, text=True)
     ok, fail = run(good), run(bad)
     assert ok.returncode == 0, ok.stderr
     assert fail.returncode == 1 and "negative_count" in fail.stdout and "row 3, field 'n_viewers'" in fail.stdout

@@ -6,7 +6,7 @@ import pytest
 
 
 def test_quick_demo_writes_a_report(tmp_path):
-    from kuaihl_rec.demo import run_demo
+    from kuaihl_rec.apps.demo import run_demo
 
     report = run_demo(tmp_path, preset="tiny", progress=False, quick=True)
     text = report.read_text()
@@ -18,7 +18,7 @@ def test_quick_demo_writes_a_report(tmp_path):
 
 @pytest.mark.slow
 def test_full_demo_chain_on_the_tiny_world(tmp_path):
-    from kuaihl_rec.demo import DEMO_MODELS, run_demo
+    from kuaihl_rec.apps.demo import DEMO_MODELS, run_demo
 
     report = run_demo(tmp_path, preset="tiny", progress=False, n_users=5_000)
     text = report.read_text()

@@ -35,7 +35,7 @@ def test_parallel_jobs_and_shared_rows(tmp_path):
     """``jobs=2`` trains in two worker processes; rows that train the same thing share runs
     (``loss:point+L1+align`` is the content model's own loss); a second call reuses every finished
     run and reproduces the results exactly."""
-    from kuaihl_rec.compare import CompareBudget, run_compare
+    from kuaihl_rec.apps.compare import CompareBudget, run_compare
     from kuaihl_rec.data.world import generate_world, load_world_config, write_world
 
     data = tmp_path / "w"
@@ -59,7 +59,7 @@ def test_margin_over_the_best_id_model_by_hand():
     """The cross-world margin: best ID row by mean, Welch standard error, 2-SE significance."""
     import math
 
-    from kuaihl_rec.compare import _margin_section, margin_over_best_id
+    from kuaihl_rec.apps.compare import _margin_section, margin_over_best_id
 
     def stat(values):
         import numpy as np

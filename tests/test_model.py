@@ -119,14 +119,32 @@ def test_register_model_rules(spec):
         from kuaihl_rec.model import registry
 
         registry._FACTORIES.pop("_test_tiny_model", None)
-        registry._OVERRIDES.pop("_test_tiny_model", None)
+        registry._INFO.pop("_test_tiny_model", None)
+
+
+def test_the_registry_carries_every_models_facts(spec):
+    from kuaihl_rec.losses import LOSS_PRESETS
+    from kuaihl_rec.model.registry import list_models, model_info
+
+    assert list_models(family="id_baseline") == ["wide_deep", "deepfm", "difm", "dcn_m"]  # Table 1 order
+    assert set(list_models(family="content")) == set(CONTENT_VARIANTS)
+    assert sorted(list_models(family="content") + list_models(family="id_baseline")) == list_models()
+    for name in list_models():
+        info = model_info(name)
+        assert info.default_loss in LOSS_PRESETS and info.description, name
+        assert _make(name, spec).default_loss == info.default_loss if info.family == "content" else True
+    assert model_info("content").paper["tau"] == 0.5919 and model_info("dcn_m").paper == {"tau": 0.5629}
+    assert model_info("content").paper["loss_ablation"]["point+L2"] == 0.5256
+    assert model_info("content_no_visual").paper == {"drop_pct": -4.72}
+    with pytest.raises(ValueError, match="family must be one of"):
+        register_model("_test_bad_family", family="cnn")
 
 
 def test_default_loss_and_presets(spec):
     assert _make("kuaihl", spec).default_loss == "kuaihl"
     assert _make("content", spec).default_loss == "contentctr"
     assert _make("content_hl", spec).default_loss == "contentctr_hl"
-    losses = pytest.importorskip("kuaihl_rec.losses")
+    from kuaihl_rec import losses
     for name in CONTENT_NAMES:
         assert CONTENT_VARIANTS[name][1] in losses.LOSS_PRESETS, name
     paper = CONTENT_PRESETS["paper"]

@@ -393,7 +393,7 @@ def test_models_without_a_streaming_path_are_refused():
 
 
 def _kuaihl(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "kuaihl_rec.cli", *map(str, args)], env=ENV, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    return subprocess.run([sys.executable, "-m", "kuaihl_rec.apps.cli", *map(str, args)], env=ENV, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
 def test_replay_restart_in_a_new_process_gives_identical_scores(runs, tiny_world, tmp_path):

@@ -164,9 +164,9 @@ def test_two_ranks_under_torchrun_match_single_process(tiny_world, tmp_path):
     # no dropout and no alignment negatives: both draw random numbers per rank, which no
     # data-parallel run can share with a single process
     args = ["train", "content", "--data", str(tiny_world), "--preset", "tiny", "--loss", "point+L1", "--set", "epochs=1", "--set", "model.dropout=0", "-q"]
-    single = subprocess.run([sys.executable, "-m", "kuaihl_rec.cli", "-q", *args[:-1], "--out", str(tmp_path / "one")], env=ENV, capture_output=True, text=True, timeout=300)
+    single = subprocess.run([sys.executable, "-m", "kuaihl_rec.apps.cli", "-q", *args[:-1], "--out", str(tmp_path / "one")], env=ENV, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "kuaihl_rec.cli", "-q", *args[:-1], "--out", str(tmp_path / "two")]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "kuaihl_rec.apps.cli", "-q", *args[:-1], "--out", str(tmp_path / "two")]
     two = subprocess.run(torchrun, env=ENV, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
     cfg = json.loads((tmp_path / "two" / "config.json").read_text())

@@ -63,6 +63,7 @@ def _parse_overrides(pairs: Optional[Sequence[str]]) -> Dict[str, Any]:
 
 
 def cmd_world(args: argparse.Namespace) -> int:
+    # lazy: each command imports only what it runs (kuaihl --help must not load torch)
     from kuaihl_rec.data.world import generate_world, load_world_config, write_world
 
     cfg = load_world_config(preset=args.preset, path=args.config, **_parse_overrides(args.set))
@@ -80,6 +81,7 @@ def cmd_world(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    # lazy: each command imports only what it runs (kuaihl --help must not load torch)
     from kuaihl_rec.data.io import DataError, atomic_write_json
     from kuaihl_rec.data.validate import validate_path
 
@@ -100,6 +102,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_klive(args: argparse.Namespace) -> int:
+    # lazy: each command imports only what it runs (kuaihl --help must not load torch)
     from kuaihl_rec.data.klive import convert_klive
 
     out = convert_klive(args.root, args.out)
@@ -112,6 +115,7 @@ def cmd_klive(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    # lazy: each command imports only what it runs (kuaihl --help must not load torch)
     from kuaihl_rec.extract import run_extract
 
     summary = run_extract(
@@ -132,6 +136,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    # lazy: each command imports only what it runs (kuaihl --help must not load torch)
     from kuaihl_rec.train.config import train_config
     from kuaihl_rec.train.loop import train
 
@@ -158,6 +163,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    # lazy: each command imports only what it runs (kuaihl --help must not load torch)
     from kuaihl_rec.train.evaluate import evaluate_run
 
     result = evaluate_run(Path(args.run), Path(args.data), args.split, json_out=args.json, predictions_out=args.predictions, progress=not args.quiet)
@@ -182,7 +188,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from kuaihl_rec.compare import CompareBudget, run_compare
+    # lazy: each command imports only what it runs (kuaihl --help must not load torch)
+    from kuaihl_rec.apps.compare import CompareBudget, run_compare
 
     budget = CompareBudget()
     changes = {k: v for k, v in (("seeds", args.seeds), ("epochs", args.epochs)) if v is not None}
@@ -202,6 +209,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_ab(args: argparse.Namespace) -> int:
+    # lazy: each command imports only what it runs (kuaihl --help must not load torch)
     from ranking.experiment import run_ab
 
     days: Any = args.days
@@ -209,6 +217,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
         days = None
     elif days != "auto":
         days = int(days)
+    # lazy: each command imports only what it runs (kuaihl --help must not load torch)
     from ranking.report import summary_lines
 
     result = run_ab(args.world, args.out, args.config, n_users=args.users, days=days, seed=args.seed, progress=not args.quiet, sweep=not args.no_sweep)
@@ -222,6 +231,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    # lazy: each command imports only what it runs (kuaihl --help must not load torch)
     from kuaihl_rec.serving.replay import replay
 
     if args.stop_after_ticks is not None and args.stop_after_ticks < 1:
@@ -245,6 +255,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    # lazy: each command imports only what it runs (kuaihl --help must not load torch)
     from kuaihl_rec.serving.export import export_run
 
     manifest = export_run(Path(args.run), Path(args.out), aoti=not args.no_aoti)
@@ -260,6 +271,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    # lazy: each command imports only what it runs (kuaihl --help must not load torch)
     from kuaihl_rec.model import list_models
 
     print("\n".join(list_models()))
@@ -271,7 +283,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from kuaihl_rec.demo import run_demo
+    # lazy: each command imports only what it runs (kuaihl --help must not load torch)
+    from kuaihl_rec.apps.demo import run_demo
 
     report = run_demo(out_dir=Path(args.out), preset=args.preset, progress=not args.quiet, quick=args.quick, n_users=args.users)
     print(f"report: {report}")
@@ -389,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
+    # lazy: each command imports only what it runs (kuaihl --help must not load torch)
     from kuaihl_rec.data.io import DataError
 
     try:
@@ -400,6 +414,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"kuaihl {args.command}: {exc}", file=sys.stderr)
         return 1
     except ValueError as exc:  # ServingInputError, NotServable, a bad saved state: one line unless -v
+        # lazy: each command imports only what it runs (kuaihl --help must not load torch)
         from kuaihl_rec.serving.inputs import ServingInputError
         from kuaihl_rec.serving.inference import NotServable
 

@@ -31,7 +31,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from kuaihl_rec.apps.compare_figures import figure4, figure6
 from kuaihl_rec.data.io import atomic_write_bytes, atomic_write_json
+from kuaihl_rec.data.windows import WindowConfig
+from kuaihl_rec.losses import LOSS_PRESETS
+from kuaihl_rec.metrics import evaluate_segments
+from kuaihl_rec.model.registry import list_models, model_info
+from kuaihl_rec.train.config import train_config
+from kuaihl_rec.train.evaluate import evaluate_run, reference_scores
+from kuaihl_rec.train.loop import train
 
 logger = logging.getLogger(__name__)
 
@@ -45,24 +53,26 @@ class Entry:
     name: str
     model: str
     loss: Optional[str] = None
-    paper_tau: Optional[float] = None  # the papers' KLive number for this row, for orientation
     overrides: Tuple[Tuple[str, Any], ...] = ()  # model overrides (create_model keywords)
 
+    @property
+    def paper_tau(self) -> Optional[float]:
+        """The papers' KLive tau-b for this row, for orientation (read from the model registry): the
+        model's own number when the row trains it as registered, the loss-ablation number when it
+        trains it with another loss preset; None for rows the papers do not have."""
+        if self.overrides:
+            return None
+        paper = model_info(self.model).paper
+        return paper.get("tau") if self.loss is None else paper.get("loss_ablation", {}).get(self.loss)
 
-ID_BASELINES = (
-    Entry("wide_deep", "wide_deep", paper_tau=0.5619),
-    Entry("deepfm", "deepfm", paper_tau=0.5542),
-    Entry("difm", "difm", paper_tau=0.5697),
-    Entry("dcn_m", "dcn_m", paper_tau=0.5629),
-)
-TABLE1_VARIANTS = (
-    Entry("self_attention_plain", "self_attention_plain", paper_tau=0.5868),
-    Entry("self_attention_input", "self_attention_input", paper_tau=0.5718),
-    Entry("cross_attention_q", "cross_attention_q", paper_tau=0.5909),
-    Entry("cross_attention_kv", "cross_attention_kv", paper_tau=0.5780),
-    Entry("cross_attention_qkv", "cross_attention_qkv", paper_tau=0.5883),
-    Entry("content", "content", paper_tau=0.5919),
-    Entry("kuaihl", "kuaihl", paper_tau=0.5961),
+
+def _family_rows(family: str, key: str) -> Tuple[Entry, ...]:
+    """One row per registered model of ``family`` whose paper numbers hold ``key`` (registry order)."""
+    return tuple(Entry(name, name) for name in list_models(family=family) if key in model_info(name).paper)
+
+
+ID_BASELINES = tuple(Entry(name, name) for name in list_models(family="id_baseline"))
+TABLE1_VARIANTS = _family_rows("content", "tau") + (
     # Our extension: the content model that also reads the room's measured engagement so far
     # when the score is needed: what the ID models read (counters, hour, position in the room) +
     # the freshest complete label (LVTR of segment t - 2, WindowConfig.label_delay).
@@ -71,22 +81,9 @@ TABLE1_VARIANTS = (
     # rooms of the default world (point 0.514 vs the papers' point+L1+align 0.496, 1 seed)
     Entry("content+engagement+point", "content", "point", overrides=(("use_counters", True),)),
 )
-LOSS_ABLATION = (
-    Entry("loss:point", "content", "point", paper_tau=0.5761),
-    Entry("loss:point+L0", "content", "point+L0", paper_tau=0.5857),
-    Entry("loss:point+L1", "content", "point+L1", paper_tau=0.5872),
-    Entry("loss:point+L2", "content", "point+L2", paper_tau=0.5256),
-    Entry("loss:point+L3", "content", "point+L3", paper_tau=0.5824),
-    Entry("loss:point+L1+align", "content", "point+L1+align", paper_tau=0.5919),
-    Entry("loss:point+L1+align+aug", "content", "point+L1+align+aug", paper_tau=0.5961),
-)
-MODALITY_ABLATION = (
-    Entry("content_no_visual", "content_no_visual"),
-    Entry("content_no_text", "content_no_text"),
-    Entry("content_no_id", "content_no_id"),
-)
+LOSS_ABLATION = tuple(Entry(f"loss:{loss}", "content", loss) for loss in model_info("content").paper["loss_ablation"])
+MODALITY_ABLATION = _family_rows("content", "drop_pct")
 ALL_ENTRIES = ID_BASELINES + TABLE1_VARIANTS + LOSS_ABLATION + MODALITY_ABLATION
-PAPER_MODALITY_DROP = {"content_no_visual": -4.72, "content_no_text": -2.01, "content_no_id": -0.51}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,8 +111,6 @@ def entries_for(names: Optional[Sequence[str]]) -> List[Entry]:
         if name in by_name:
             out.append(by_name[name])
         else:
-            from kuaihl_rec.model import list_models
-
             if name not in list_models():
                 raise KeyError(f"unknown model or row {name!r}; rows: {sorted(by_name)}; models: {list_models()}")
             out.append(Entry(name, name))
@@ -123,9 +118,6 @@ def entries_for(names: Optional[Sequence[str]]) -> List[Entry]:
 
 
 def _train_and_eval(data_dir: Path, run_dir: Path, entry: Entry, lr: float, seed: int, budget: CompareBudget, progress: bool) -> Dict[str, Any]:
-    from kuaihl_rec.train.config import train_config
-    from kuaihl_rec.train.evaluate import evaluate_run
-    from kuaihl_rec.train.loop import train
 
     cfg = train_config(
         "small", model=entry.model, loss=entry.loss, model_overrides=dict(entry.overrides), epochs=budget.epochs, stride=budget.stride, batch_size=budget.batch_size,
@@ -183,8 +175,6 @@ def reference_rows(data_dir: Path, predictions: Path, label_delay: int = 2) -> D
     """
     import pyarrow.parquet as pq
 
-    from kuaihl_rec.metrics import evaluate_segments
-    from kuaihl_rec.train.evaluate import reference_scores
 
     preds = pq.read_table(predictions).to_pandas()
     seg = pq.read_table(Path(data_dir) / "segments", columns=["live_id", "segment", "lvtr"]).to_pandas()
@@ -209,19 +199,14 @@ def _training_key(entry: Entry) -> Tuple[str, str, Tuple[Tuple[str, Any], ...]]:
     """What a run of ``entry`` trains: (model, resolved loss configuration, overrides). Two rows
     with the same key (e.g. ``content`` and ``loss:point+L1+align``, whose loss presets are equal)
     share their runs instead of training the same thing twice."""
-    from kuaihl_rec.losses import LOSS_PRESETS
 
     loss = entry.loss or default_loss(entry.model)
     return entry.model, repr(LOSS_PRESETS[loss]), tuple(sorted(entry.overrides))
 
 
 def default_loss(model: str) -> str:
-    """The loss preset a registered model trains with by default (built on a one-row spec)."""
-    from kuaihl_rec.data.batch import BatchSpec
-    from kuaihl_rec.model import create_model
-
-    spec = BatchSpec(visual_tokens=1, visual_dim=2, text_dim=2, num_streamers=2, num_lives=2, n_counters=10, window=2)
-    return getattr(create_model(model, spec), "default_loss", "point")
+    """The loss preset a registered model trains with by default (its registry entry)."""
+    return model_info(model).default_loss
 
 
 def _job(args: Tuple[str, str, Entry, float, int, CompareBudget, int]) -> Dict[str, Any]:
@@ -315,7 +300,6 @@ def run_world(data_dir: Path, out_dir: Path, entries: Sequence[Entry], budget: C
         results["runs"][entry.name] = [str(run_path(source, best[source.name], s)) for s in range(budget.seeds)]
     first_run = Path(next(iter(results["runs"].values()))[0])
     saved = json.loads((first_run / "config.json").read_text())
-    from kuaihl_rec.data.windows import WindowConfig
 
     delay = WindowConfig.from_dict(saved["window"]).observed_delay
     results["references"] = reference_rows(data_dir, first_run / "test_predictions.parquet", delay)
@@ -367,7 +351,7 @@ def _world_section(name: str, res: Dict[str, Any]) -> List[str]:
     t3 = [e.name for e in MODALITY_ABLATION if e.name in models]
     if t3 and ref_name:
         base = models[ref_name]["tau"]["mean"]
-        rows = [[n, _fmt(models[n]["tau"]), f"{100 * (models[n]['tau']['mean'] - base) / base:+.2f}%", ("n.s." if significant(models[n]["tau"], models[ref_name]["tau"]) is False else ""), f"{PAPER_MODALITY_DROP[n]:+.2f}%"] for n in t3]
+        rows = [[n, _fmt(models[n]["tau"]), f"{100 * (models[n]['tau']['mean'] - base) / base:+.2f}%", ("n.s." if significant(models[n]["tau"], models[ref_name]["tau"]) is False else ""), f"{model_info(n).paper['drop_pct']:+.2f}%"] for n in t3]
         out += ["### Table 3: modality ablation", "", _table(rows, ["method", "tau", "change vs content", "", "paper"]), ""]
     out += ["Learning rate chosen per entry (validation tau-b, seed 0): " + ", ".join(f"{k} {v['chosen']:g}" for k, v in res["lr"].items()), ""]
     return out
@@ -440,7 +424,6 @@ def write_report(out_dir: Path, results: Dict[str, Any]) -> Path:
 
 
 def run_compare(data_dirs: Sequence[Path], out_dir: Path, models: Optional[Sequence[str]] = None, budget: CompareBudget = CompareBudget(), progress: bool = True, jobs: int = 1) -> Path:
-    from kuaihl_rec.compare_figures import figure4, figure6
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,10 @@ from typing import Any, Dict
 
 import numpy as np
 
+from kuaihl_rec.losses import dtw_from_cost
+from kuaihl_rec.model.registry import list_models
+from kuaihl_rec.train.evaluate import eval_split, load_trained_model
+
 
 def _plt():
     import matplotlib
@@ -37,7 +41,7 @@ def figure4(data_dir: Path, res: Dict[str, Any], out: Path) -> None:
 
     runs = res["runs"]
     content = "content" if "content" in runs else next(iter(runs))
-    baselines = [n for n in ("wide_deep", "deepfm", "difm", "dcn_m") if n in res["models"]]
+    baselines = [n for n in list_models(family="id_baseline") if n in res["models"]]
     best = max(baselines, key=lambda n: res["models"][n]["tau"]["mean"]) if baselines else None
     preds = pq.read_table(Path(runs[content][0]) / "test_predictions.parquet").to_pandas()
     room = preds.groupby("live_id").size().idxmax()
@@ -65,8 +69,6 @@ def figure4(data_dir: Path, res: Dict[str, Any], out: Path) -> None:
 def figure6(data_dir: Path, res: Dict[str, Any], out: Path) -> None:
     import torch
 
-    from kuaihl_rec.losses import dtw_from_cost
-    from kuaihl_rec.train.evaluate import eval_split, load_trained_model
 
     runs = res["runs"]
     name = next((n for n in ("kuaihl", "content") if n in runs), None)

@@ -26,7 +26,17 @@ import time
 from pathlib import Path
 from typing import Any, Dict
 
+from kuaihl_rec.apps.compare import CompareBudget, run_compare
 from kuaihl_rec.data.io import DataError, atomic_write_bytes, atomic_write_json
+from kuaihl_rec.data.validate import load_segments
+from kuaihl_rec.data.windows import SegmentArrays, WindowConfig, window_splits
+from kuaihl_rec.data.world import (
+    generate_world,
+    load_world_config,
+    summarize_world,
+    write_world,
+)
+from ranking.experiment import run_ab
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +53,6 @@ DEMO_MODELS = ("content", "content+engagement+point", "dcn_m")
 
 def run_demo(out_dir: Path, preset: str = "default", progress: bool = True, quick: bool = False, n_users: int = 100_000) -> Path:
     """Run the demo chain into ``out_dir``; returns the path of ``report.md``."""
-    from kuaihl_rec.data.validate import load_segments
-    from kuaihl_rec.data.windows import SegmentArrays, WindowConfig, window_splits
-    from kuaihl_rec.data.world import generate_world, load_world_config, summarize_world, write_world
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -81,8 +88,6 @@ def run_demo(out_dir: Path, preset: str = "default", progress: bool = True, quic
     compare_lines: list = []
     ab_lines: list = []
     if not quick:
-        from kuaihl_rec.compare import CompareBudget, run_compare
-        from ranking.experiment import run_ab
 
         t0 = time.perf_counter()
         budget = CompareBudget(epochs=3, seeds=1, lr_grid=(1e-3,))

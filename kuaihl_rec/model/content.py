@@ -369,22 +369,42 @@ def _check_streamer_table(ec: EmbeddingCollection, dim: int) -> None:
 # --------------------------------------------------------------------------------------------
 _CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(ContentConfig))
 
-# name -> (fixed ContentConfig fields, default loss preset, what it is)
-CONTENT_VARIANTS: Dict[str, Tuple[Dict[str, Any], str, str]] = {
-    "content": ({}, "contentctr", "ContentCTR: Perceiver fusion (Algorithm 1) + causal decoder (Algorithm 2)"),
-    "kuaihl": ({}, "kuaihl", "KuaiHL: the ContentCTR network trained with the augmented alignment loss"),
-    "self_attention_plain": ({"fusion": "self_plain", "use_id": False}, "contentctr", "ContentCTR Table 1 SelfAttention-plain"),
-    "self_attention_input": ({"fusion": "self_input"}, "contentctr", "ContentCTR Table 1 SelfAttention-input"),
-    "cross_attention_q": ({"fusion": "cross_q"}, "contentctr", "ContentCTR Table 1 CrossAttention-q"),
-    "cross_attention_kv": ({"fusion": "cross_kv"}, "contentctr", "ContentCTR Table 1 CrossAttention-kv"),
-    "cross_attention_qkv": ({"fusion": "cross_qkv"}, "contentctr", "ContentCTR Table 1 CrossAttention-qkv"),
-    "content_no_id": ({"use_id": False}, "contentctr", "modality ablation: without ID"),
+class Variant(NamedTuple):
+    """A registered content model: fixed ContentConfig fields, default loss preset, one line, and
+    the papers' KLive numbers for it (ContentCTR Tables 1, 3, 4; KuaiHL Tables I-III)."""
+
+    fixed: Dict[str, Any]
+    loss: str
+    doc: str
+    paper: Dict[str, Any]
+
+
+# ContentCTR Table 4 / KuaiHL Table II: the loss ablation of the content model (tau-b on KLive).
+PAPER_LOSS_ABLATION = {
+    "point": 0.5761, "point+L0": 0.5857, "point+L1": 0.5872, "point+L2": 0.5256, "point+L3": 0.5824,
+    "point+L1+align": 0.5919, "point+L1+align+aug": 0.5961,
+}
+
+# Registration order = the papers' table order (list_models(family="content") keeps it): Table 1
+# variants, ContentCTR, KuaiHL, the modality ablations of Table 3, ContentCTR-HL.
+CONTENT_VARIANTS: Dict[str, Variant] = {
+    "self_attention_plain": Variant({"fusion": "self_plain", "use_id": False}, "contentctr", "ContentCTR Table 1 SelfAttention-plain",
+                                    {"tau": 0.5868}),
+    "self_attention_input": Variant({"fusion": "self_input"}, "contentctr", "ContentCTR Table 1 SelfAttention-input", {"tau": 0.5718}),
+    "cross_attention_q": Variant({"fusion": "cross_q"}, "contentctr", "ContentCTR Table 1 CrossAttention-q", {"tau": 0.5909}),
+    "cross_attention_kv": Variant({"fusion": "cross_kv"}, "contentctr", "ContentCTR Table 1 CrossAttention-kv", {"tau": 0.5780}),
+    "cross_attention_qkv": Variant({"fusion": "cross_qkv"}, "contentctr", "ContentCTR Table 1 CrossAttention-qkv", {"tau": 0.5883}),
+    "content": Variant({}, "contentctr", "ContentCTR: Perceiver fusion (Algorithm 1) + causal decoder (Algorithm 2)",
+                       {"tau": 0.5919, "loss_ablation": PAPER_LOSS_ABLATION}),
+    "kuaihl": Variant({}, "kuaihl", "KuaiHL: the ContentCTR network trained with the augmented alignment loss", {"tau": 0.5961}),
     # Without one modality there is nothing to align (the DTW term needs both sequences): the
     # papers' total loss less its alignment term, point + L1 (ContentCTR eq. 14 with lambda2 = 0).
-    "content_no_text": ({"use_text": False}, "point+L1", "modality ablation: without text"),
-    "content_no_visual": ({"use_visual": False}, "point+L1", "modality ablation: without visual"),
+    "content_no_visual": Variant({"use_visual": False}, "point+L1", "modality ablation: without visual", {"drop_pct": -4.72}),
+    "content_no_text": Variant({"use_text": False}, "point+L1", "modality ablation: without text", {"drop_pct": -2.01}),
+    "content_no_id": Variant({"use_id": False}, "contentctr", "modality ablation: without ID", {"drop_pct": -0.51}),
     # ContentCTR-HL optimises point + align only (ContentCTR 4.2): loss preset "contentctr_hl".
-    "content_hl": ({"id_source": "history", "causal": False}, "contentctr_hl", "ContentCTR-HL: history feature, fully visible mask"),
+    "content_hl": Variant({"id_source": "history", "causal": False}, "contentctr_hl",
+                          "ContentCTR-HL: history feature, fully visible mask", {"map": 21.89}),
 }
 
 
@@ -403,7 +423,8 @@ def _make_factory(name: str, fixed: Dict[str, Any], default_loss: str, doc: str)
     return factory
 
 
-for _name, (_fixed, _loss, _doc) in CONTENT_VARIANTS.items():
-    register_model(_name, overrides=("preset",) + tuple(f for f in _CONFIG_FIELDS if f not in _fixed))(
-        _make_factory(_name, _fixed, _loss, _doc)
-    )
+for _name, _variant in CONTENT_VARIANTS.items():
+    register_model(
+        _name, family="content", default_loss=_variant.loss, description=_variant.doc, paper=_variant.paper,
+        overrides=("preset",) + tuple(f for f in _CONFIG_FIELDS if f not in _variant.fixed),
+    )(_make_factory(_name, _variant.fixed, _variant.loss, _variant.doc))

@@ -2,11 +2,20 @@
 
 ::
 
-    @register_model("my_model")
+    @register_model("my_model", family="id_baseline", default_loss="point", description="...",
+                    paper={"tau": 0.56})
     def my_model(spec: BatchSpec, *, width: int = 16) -> nn.Module: ...
 
     model = create_model("my_model", spec, width=32)
-    list_models()   # sorted names
+    list_models()                      # sorted names
+    list_models(family="id_baseline")  # names of one family, in registration order
+    model_info("my_model")             # ModelInfo: family, default loss, description, paper numbers
+
+Every fact about a model lives in its :class:`ModelInfo` (as timm keeps ``default_cfg``): which
+family it belongs to (``"content"`` or ``"id_baseline"``), the loss preset a trainer uses when none
+is asked for (:data:`kuaihl_rec.losses.LOSS_PRESETS`), a one-line description, and the numbers the
+papers report for it on KLive, as data (``paper``: e.g. ``{"tau": 0.5919}``; the content model also
+carries its loss-ablation rows). ``create_model`` sets ``model.default_loss`` from it.
 
 Every registered factory takes the :class:`~kuaihl_rec.data.batch.BatchSpec` first and keyword
 overrides after it, and returns an ``nn.Module`` whose ``forward(batch: LiveBatch)`` returns
@@ -17,14 +26,20 @@ for a factory taking ``**overrides``, the ``overrides=`` list given to :func:`re
 An unknown override is a ``TypeError`` naming it and the valid ones (no silently swallowed
 typos); an unknown model name is a ``KeyError`` listing the registered names.
 
-Registration happens in the module that defines the model; ``kuaihl_rec.model`` imports its
-model modules explicitly, and the ``baselines`` package does the same for its own.
+Registration happens in the module that defines the model. The registry knows no package by
+name: on first use it imports ``kuaihl_rec.model`` (its own content models) and every package that
+declares the entry point group ``kuaihl_rec.models`` (``pyproject.toml``: the ``baselines`` package
+does; a plug-in package declares its own), or a caller registers models explicitly by importing
+their package before use.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import inspect
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from importlib import metadata
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from torch import nn
 
@@ -32,8 +47,32 @@ from kuaihl_rec.data.batch import BatchSpec
 
 ModelFactory = Callable[..., nn.Module]
 
+ENTRY_POINT_GROUP = "kuaihl_rec.models"
+FAMILIES = ("content", "id_baseline", "other")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows about a model.
+
+    name: registry name.  family: ``"content"`` (content models), ``"id_baseline"`` (ID-based CTR
+    models) or ``"other"``.  default_loss: the loss preset a trainer uses when none is given.
+    description: one line.  paper: the papers' reported numbers for this model (KLive), as data:
+    ``{"tau": ...}`` for Table 1 rows, ``{"drop_pct": ...}`` for modality ablations,
+    ``{"loss_ablation": {preset: tau}}`` for the loss rows of Table 4 (empty when the papers report
+    none).  overrides: the keyword overrides ``create_model`` accepts.
+    """
+
+    name: str
+    family: str
+    default_loss: str
+    description: str
+    paper: Mapping[str, Any]
+    overrides: Tuple[str, ...]
+
+
 _FACTORIES: Dict[str, ModelFactory] = {}
-_OVERRIDES: Dict[str, Tuple[str, ...]] = {}
+_INFO: Dict[str, ModelInfo] = {}
 
 
 def _signature_overrides(fn: ModelFactory) -> Optional[Tuple[str, ...]]:
@@ -51,14 +90,25 @@ def _signature_overrides(fn: ModelFactory) -> Optional[Tuple[str, ...]]:
     return tuple(names)
 
 
-def register_model(name: str, *, overrides: Optional[Iterable[str]] = None) -> Callable[[ModelFactory], ModelFactory]:
+def register_model(
+    name: str,
+    *,
+    family: str = "other",
+    default_loss: str = "point",
+    description: str = "",
+    paper: Optional[Mapping[str, Any]] = None,
+    overrides: Optional[Iterable[str]] = None,
+) -> Callable[[ModelFactory], ModelFactory]:
     """Decorator registering ``fn(spec: BatchSpec, **overrides) -> nn.Module`` under ``name``.
 
     Args:
         name: registry name (unique; registering a second factory under it is a ``ValueError``).
+        family, default_loss, description, paper: the model's :class:`ModelInfo`.
         overrides: the override names the factory accepts; required when it takes ``**kwargs``,
             otherwise read from its signature.
     """
+    if family not in FAMILIES:
+        raise ValueError(f"model family must be one of {FAMILIES}, got {family!r}")
 
     def decorator(fn: ModelFactory) -> ModelFactory:
         if not isinstance(name, str) or not name:
@@ -72,19 +122,21 @@ def register_model(name: str, *, overrides: Optional[Iterable[str]] = None) -> C
                 "unknown override keys can be rejected"
             )
         _FACTORIES[name] = fn
-        _OVERRIDES[name] = tuple(sorted(valid))
+        _INFO[name] = ModelInfo(name, family, default_loss, description or (fn.__doc__ or "").strip().split("\n")[0],
+                                dict(paper or {}), tuple(sorted(valid)))
         return fn
 
     return decorator
 
 
-_BUILTIN_PACKAGES = ("kuaihl_rec.model", "baselines")
+_OWN_PACKAGE = "kuaihl_rec.model"
 _builtins_loaded = False
 
 
 def _load_builtin_models() -> None:
-    """Import the packages that register the built-in models (content models, ID baselines) on first
-    use, so ``create_model("deepfm", ...)`` works without the caller importing ``baselines``.
+    """On first use, import the content models (``kuaihl_rec.model``) and every package declaring
+    the ``kuaihl_rec.models`` entry point (the ``baselines`` package, plug-ins), so
+    ``create_model("deepfm", ...)`` works without the caller importing ``baselines``.
 
     The flag is set before importing, so a lookup made while those packages import (an import
     cycle) does not recurse; a failed import resets it and raises.
@@ -93,26 +145,33 @@ def _load_builtin_models() -> None:
     if _builtins_loaded:
         return
     _builtins_loaded = True
-    import importlib
-
     try:
-        for package in _BUILTIN_PACKAGES:
-            importlib.import_module(package)
+        importlib.import_module(_OWN_PACKAGE)
+        for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            entry.load()
     except BaseException:
         _builtins_loaded = False
         raise
 
 
-def list_models() -> List[str]:
-    """Names of every registered model, sorted."""
+def list_models(family: Optional[str] = None) -> List[str]:
+    """Names of every registered model, sorted; with ``family``, that family's names in
+    registration order (the order its package registers them: the papers' table order)."""
     _load_builtin_models()
-    return sorted(_FACTORIES)
+    if family is None:
+        return sorted(_FACTORIES)
+    return [name for name, info in _INFO.items() if info.family == family]
+
+
+def model_info(name: str) -> ModelInfo:
+    """The :class:`ModelInfo` of a registered model."""
+    _check_name(name)
+    return _INFO[name]
 
 
 def model_overrides(name: str) -> Tuple[str, ...]:
     """The override keys ``create_model(name, spec, **overrides)`` accepts (sorted)."""
-    _check_name(name)
-    return _OVERRIDES[name]
+    return model_info(name).overrides
 
 
 def _check_name(name: str) -> None:
@@ -132,8 +191,10 @@ def create_model(name: str, spec: BatchSpec, **overrides: object) -> nn.Module:
     _check_name(name)
     if not isinstance(spec, BatchSpec):
         raise TypeError(f"create_model({name!r}, spec, ...): spec must be a BatchSpec, got {type(spec).__name__}")
-    valid = _OVERRIDES[name]
-    unknown = sorted(k for k in overrides if k not in valid)
+    info = _INFO[name]
+    unknown = sorted(k for k in overrides if k not in info.overrides)
     if unknown:
-        raise TypeError(f"model {name!r} got unknown override(s) {unknown}; valid overrides: {list(valid)}")
-    return _FACTORIES[name](spec, **overrides)
+        raise TypeError(f"model {name!r} got unknown override(s) {unknown}; valid overrides: {list(info.overrides)}")
+    model = _FACTORIES[name](spec, **overrides)
+    model.default_loss = info.default_loss  # the registry is the one source of this fact
+    return model

@@ -7,8 +7,19 @@
 See ``docs/SERVING.md`` for the contract, the exported program and the id-space options.
 """
 
-from kuaihl_rec.serving.inference import INPUT_NAMES, OUTPUT_NAMES, ContentInference, NotServable, load_inference
-from kuaihl_rec.serving.inputs import ClosedSegments, FeatureShape, ServingInputError, check_closed_segments
+from kuaihl_rec.serving.inference import (
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    ContentInference,
+    NotServable,
+    load_inference,
+)
+from kuaihl_rec.serving.inputs import (
+    ClosedSegments,
+    FeatureShape,
+    ServingInputError,
+    check_closed_segments,
+)
 from kuaihl_rec.serving.stream import StreamingScorer, TickScores
 
 __all__ = [

@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from kuaihl_rec.data.io import atomic_write_json
 from kuaihl_rec.data.schema import COUNTER_COLUMNS
 from kuaihl_rec.serving.inference import INPUT_NAMES, ContentInference, load_inference
+from kuaihl_rec.train.loop import versions
 
 logger = logging.getLogger(__name__)
 
@@ -269,6 +270,4 @@ def _asdict(config: Any) -> Dict[str, Any]:
 
 
 def _versions() -> Dict[str, str]:
-    from kuaihl_rec.train.loop import versions
-
     return versions()

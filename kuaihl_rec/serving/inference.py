@@ -57,7 +57,9 @@ from torch import Tensor, nn
 
 from kuaihl_rec.data.schema import COUNTER_COLUMNS
 from kuaihl_rec.data.windows import WindowConfig
+from kuaihl_rec.model.content import ContentCTR
 from kuaihl_rec.serving.lookup import VocabLookup
+from kuaihl_rec.train.evaluate import load_trained_model
 
 INPUT_NAMES = ("visual", "text", "counters", "observed", "timestamp", "segment", "streamer_id", "lengths")
 OUTPUT_NAMES = ("score", "known")
@@ -91,8 +93,6 @@ class ContentInference(nn.Module):
         window_config: Optional[WindowConfig] = None,
     ) -> None:
         super().__init__()
-        from kuaihl_rec.model.content import ContentCTR
-
         if not isinstance(model, ContentCTR):
             raise NotServable(
                 f"model {model_name!r} ({type(model).__name__}) is not a content model; the serving path covers the "
@@ -223,8 +223,6 @@ def _asdict(config: Any) -> Dict[str, Any]:
 def load_inference(run_dir: Path, device: Optional[torch.device] = None) -> ContentInference:
     """:class:`ContentInference` of a finished ``kuaihl train`` run (``model.pt``, ``config.json``,
     ``vocab.npz``), in eval mode on ``device`` (default CPU)."""
-    from kuaihl_rec.train.evaluate import load_trained_model
-
     run_dir = Path(run_dir)
     vocab_path = run_dir / "vocab.npz"
     if not vocab_path.exists():

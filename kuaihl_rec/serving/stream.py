@@ -43,7 +43,13 @@ import numpy as np
 import torch
 
 from kuaihl_rec.serving.inference import ContentInference, load_inference
-from kuaihl_rec.serving.inputs import ClosedSegments, FeatureShape, ServingInputError, check_array, check_closed_segments
+from kuaihl_rec.serving.inputs import (
+    ClosedSegments,
+    FeatureShape,
+    ServingInputError,
+    check_array,
+    check_closed_segments,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -28,18 +28,25 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from kuaihl_rec.data.batch import BatchSpec
 from kuaihl_rec.data.io import DataError, atomic_write_json, atomic_write_parquet
 from kuaihl_rec.data.validate import load_segments
-from kuaihl_rec.data.windows import IdVocab, SegmentArrays, WindowConfig, WindowedSplit, build_windows
+from kuaihl_rec.data.windows import (
+    IdVocab,
+    SegmentArrays,
+    WindowConfig,
+    WindowedSplit,
+    build_windows,
+)
+from kuaihl_rec.metrics import evaluate_segments
+from kuaihl_rec.model import create_model
+from kuaihl_rec.train.loop import plain_scorer, score_split
 
 logger = logging.getLogger(__name__)
 
 
 def load_trained_model(run_dir: Path):
     """(model in eval mode, saved run config) from ``RUN/model.pt``."""
-    from kuaihl_rec.data.batch import BatchSpec
-    from kuaihl_rec.model import create_model
-
     path = Path(run_dir) / "model.pt"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no trained model (is {run_dir} a finished `kuaihl train` run?)")
@@ -107,9 +114,6 @@ def reference_scores(live_id: np.ndarray, segment: np.ndarray, label: np.ndarray
 
 
 def evaluate_run(run_dir: Path, data_dir: Path, split: str = "test", json_out: Optional[Path] = None, predictions_out: Optional[Path] = None, progress: bool = True) -> Dict[str, Any]:
-    from kuaihl_rec.metrics import evaluate_segments
-    from kuaihl_rec.train.loop import plain_scorer, score_split
-
     model, saved = load_trained_model(run_dir)
     windows = eval_split(run_dir, data_dir, split)
     scored = score_split(plain_scorer(model), windows, batch_size=256, device=torch.device("cpu"), progress=progress)

@@ -36,7 +36,16 @@ import torch.distributed as dist
 from kuaihl_rec.data.batch import BatchSpec, LiveBatch
 from kuaihl_rec.data.io import DataError, atomic_write_bytes, atomic_write_json
 from kuaihl_rec.data.validate import load_segments
-from kuaihl_rec.data.windows import SegmentArrays, WindowConfig, WindowedSplit, window_splits
+from kuaihl_rec.data.windows import (
+    SegmentArrays,
+    WindowConfig,
+    WindowedSplit,
+    window_splits,
+)
+from kuaihl_rec.losses import ContentLoss
+from kuaihl_rec.metrics import evaluate_segments
+from kuaihl_rec.model import create_model
+from kuaihl_rec.model.registry import model_info
 from kuaihl_rec.train.checkpoint import (
     best_checkpoint,
     convert_to_single_file,
@@ -46,7 +55,14 @@ from kuaihl_rec.train.checkpoint import (
     save_checkpoint,
 )
 from kuaihl_rec.train.config import TrainConfig
-from kuaihl_rec.train.sharding import build_optimizer, dense_param_groups, embedding_modules, fuse_table_optimizer, wrap_model
+from kuaihl_rec.train.sharding import (
+    build_optimizer,
+    dense_param_groups,
+    embedding_modules,
+    fuse_table_optimizer,
+    wrap_model,
+)
+from kuaihl_rec.train.wrapper import TrainWrapper
 
 logger = logging.getLogger(__name__)
 
@@ -297,14 +313,13 @@ def _plot_losses(run_dir: Path, steps: List[Dict[str, float]], epochs: List[Dict
 
 
 def build_model(cfg: TrainConfig, spec: BatchSpec, seed: Optional[int] = None) -> torch.nn.Module:
-    from kuaihl_rec.model import create_model
-
     torch.manual_seed(cfg.seed if seed is None else seed)
     return create_model(cfg.model, spec, **cfg.overrides)
 
 
 def loss_preset_for(cfg: TrainConfig, model: torch.nn.Module) -> str:
-    return cfg.loss or getattr(model, "default_loss", "point")
+    """The loss preset of a run: the config's, else the model's registry entry's default."""
+    return cfg.loss or model_info(cfg.model).default_loss
 
 
 def train(
@@ -323,9 +338,6 @@ def train(
     from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
     from tqdm.auto import tqdm
 
-    from kuaihl_rec.losses import ContentLoss
-    from kuaihl_rec.metrics import evaluate_segments
-    from kuaihl_rec.train.wrapper import TrainWrapper
 
     device = init_distributed()
     rank, world_size = dist.get_rank(), dist.get_world_size()
