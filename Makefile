@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # Two cores here; torch otherwise oversubscribes them when tests spawn ranks.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup demo test bench clean-demo
+.PHONY: setup demo test test-slow test-all bench clean-demo
 
 setup:
 	@bash scripts/setup_env.sh
@@ -14,7 +14,15 @@ setup:
 demo: setup
 	$(VENV)/bin/kuaihl demo --out runs/demo
 
+# Two tiers: `make test` is the fast tier (everything not marked slow); `make test-slow` the
+# multi-process, subprocess and multi-minute tests. CI (.ci/run) runs both.
 test: setup
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+test-all: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: setup

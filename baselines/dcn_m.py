@@ -19,13 +19,18 @@ DCN-V2 has no separate first-order part, so no width-1 tables are built.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 from torchrec.modules.crossnet import LowRankMixtureCrossNet
 
-from baselines.features import PerPositionCTR, build_embedding_bags, feature_config
+from baselines.features import (
+    FEATURE_OVERRIDES,
+    PerPositionCTR,
+    build_embedding_bags,
+    features_from_overrides,
+)
 from baselines.layers import MLP, as_hidden
 from kuaihl_rec.data.batch import BatchSpec
 from kuaihl_rec.model.registry import register_model
@@ -63,8 +68,11 @@ class DCNM(PerPositionCTR):
     """DCN-M over the per-position features; ``forward(batch) -> logits [b, n]``."""
 
 
-@register_model("dcn_m", family="id_baseline", default_loss="point", description="DCN-M (Wang et al. 2021) over the per-position ID features",
-                paper={"tau": 0.5629})
+@register_model(
+    "dcn_m", family="id_baseline", default_loss="point", paper={"tau": 0.5629},
+    description="DCN-M (Wang et al. 2021) over the per-position ID features",
+    overrides=("embedding_dim", "mlp", "dropout", "cross_layers", "experts", "low_rank", "structure", "init_scale") + FEATURE_OVERRIDES,
+)
 def dcn_m(
     spec: BatchSpec,
     embedding_dim: int = 16,
@@ -74,19 +82,13 @@ def dcn_m(
     experts: int = 4,
     low_rank: int = 32,
     structure: str = "parallel",
-    counters: str = "paper",
-    counter_buckets: int = 64,
-    buckets_per_octave: int = 2,
-    elapsed_buckets: int = 16,
-    tz_offset_hours: int = 0,
-    dense_counters: bool = True,
-    id_dropout: float = 0.2,
     init_scale: float = 1e-4,
+    **features: Any,
 ) -> DCNM:
     """DCN-M (Wang et al. 2021): ``cross_layers`` layers of ``experts`` rank-``low_rank`` experts,
     ``structure`` "parallel" | "stacked"; the feature overrides are those of
     :class:`~baselines.features.FeatureConfig`; ``init_scale``: tables start uniform in
     +-init_scale (near zero, like DeepCTR / FuxiCTR)."""
-    cfg = feature_config(counters, counter_buckets, buckets_per_octave, elapsed_buckets, tz_offset_hours, dense_counters, id_dropout)
+    cfg = features_from_overrides(features)
     head = DCNMHead(len(cfg.field_keys), embedding_dim, cfg.n_dense, int(cross_layers), int(experts), int(low_rank), as_hidden(mlp), dropout, structure)
     return DCNM(spec, cfg, build_embedding_bags(spec, cfg, embedding_dim, init_scale=init_scale), None, head, embedding_dim)

@@ -15,12 +15,18 @@ The pair sum is the classic FM term (:func:`baselines.layers.fm_interaction`), n
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from baselines.features import LINEAR_WIDTH, PerPositionCTR, build_embedding_bags, feature_config
+from baselines.features import (
+    FEATURE_OVERRIDES,
+    LINEAR_WIDTH,
+    PerPositionCTR,
+    build_embedding_bags,
+    features_from_overrides,
+)
 from baselines.layers import MLP, FirstOrder, FMInteraction, as_hidden
 from kuaihl_rec.data.batch import BatchSpec
 from kuaihl_rec.model.registry import register_model
@@ -45,24 +51,21 @@ class DeepFM(PerPositionCTR):
     """DeepFM over the per-position features; ``forward(batch) -> logits [b, n]``."""
 
 
-@register_model("deepfm", family="id_baseline", default_loss="point", description="DeepFM (Guo et al. 2017) over the per-position ID features",
-                paper={"tau": 0.5542})
+@register_model(
+    "deepfm", family="id_baseline", default_loss="point", paper={"tau": 0.5542},
+    description="DeepFM (Guo et al. 2017) over the per-position ID features",
+    overrides=("embedding_dim", "mlp", "dropout", "init_scale") + FEATURE_OVERRIDES,
+)
 def deepfm(
     spec: BatchSpec,
     embedding_dim: int = 16,
     mlp: Sequence[int] = (128, 64),
     dropout: float = 0.1,
-    counters: str = "paper",
-    counter_buckets: int = 64,
-    buckets_per_octave: int = 2,
-    elapsed_buckets: int = 16,
-    tz_offset_hours: int = 0,
-    dense_counters: bool = True,
-    id_dropout: float = 0.2,
     init_scale: float = 1e-4,
+    **features: Any,
 ) -> DeepFM:
     """DeepFM (Guo et al. 2017); the feature overrides are those of :class:`~baselines.features.FeatureConfig`;
     ``init_scale``: tables start uniform in +-init_scale (near zero, like DeepCTR / FuxiCTR)."""
-    cfg = feature_config(counters, counter_buckets, buckets_per_octave, elapsed_buckets, tz_offset_hours, dense_counters, id_dropout)
+    cfg = features_from_overrides(features)
     head = DeepFMHead(len(cfg.field_keys), embedding_dim, cfg.n_dense, as_hidden(mlp), dropout)
     return DeepFM(spec, cfg, build_embedding_bags(spec, cfg, embedding_dim, init_scale=init_scale), build_embedding_bags(spec, cfg, LINEAR_WIDTH, prefix="w_", init_scale=init_scale), head, embedding_dim)

@@ -17,12 +17,24 @@ not reweighted (they have no field factor); the factor networks read the sparse 
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from torch import Tensor, nn
 
-from baselines.features import LINEAR_WIDTH, PerPositionCTR, build_embedding_bags, feature_config
-from baselines.layers import MLP, FieldSelfAttention, FirstOrder, FMInteraction, as_hidden
+from baselines.features import (
+    FEATURE_OVERRIDES,
+    LINEAR_WIDTH,
+    PerPositionCTR,
+    build_embedding_bags,
+    features_from_overrides,
+)
+from baselines.layers import (
+    MLP,
+    FieldSelfAttention,
+    FirstOrder,
+    FMInteraction,
+    as_hidden,
+)
 from kuaihl_rec.data.batch import BatchSpec
 from kuaihl_rec.model.registry import register_model
 
@@ -63,8 +75,11 @@ class DIFM(PerPositionCTR):
     """DIFM over the per-position features; ``forward(batch) -> logits [b, n]``."""
 
 
-@register_model("difm", family="id_baseline", default_loss="point", description="DIFM (Lu et al. 2020) over the per-position ID features",
-                paper={"tau": 0.5697})
+@register_model(
+    "difm", family="id_baseline", default_loss="point", paper={"tau": 0.5697},
+    description="DIFM (Lu et al. 2020) over the per-position ID features",
+    overrides=("embedding_dim", "mlp", "dropout", "att_heads", "att_head_dim", "init_scale") + FEATURE_OVERRIDES,
+)
 def difm(
     spec: BatchSpec,
     embedding_dim: int = 16,
@@ -72,18 +87,12 @@ def difm(
     dropout: float = 0.1,
     att_heads: int = 2,
     att_head_dim: int = 8,
-    counters: str = "paper",
-    counter_buckets: int = 64,
-    buckets_per_octave: int = 2,
-    elapsed_buckets: int = 16,
-    tz_offset_hours: int = 0,
-    dense_counters: bool = True,
-    id_dropout: float = 0.2,
     init_scale: float = 1e-4,
+    **features: Any,
 ) -> DIFM:
     """DIFM (Lu et al. 2020): ``mlp`` is the bit-wise factor network, ``att_heads x att_head_dim``
     the vector-wise one; the feature overrides are those of :class:`~baselines.features.FeatureConfig`;
     ``init_scale``: tables start uniform in +-init_scale (near zero, like DeepCTR / FuxiCTR)."""
-    cfg = feature_config(counters, counter_buckets, buckets_per_octave, elapsed_buckets, tz_offset_hours, dense_counters, id_dropout)
+    cfg = features_from_overrides(features)
     head = DIFMHead(len(cfg.field_keys), embedding_dim, cfg.n_dense, int(att_heads), int(att_head_dim), as_hidden(mlp), dropout)
     return DIFM(spec, cfg, build_embedding_bags(spec, cfg, embedding_dim, init_scale=init_scale), build_embedding_bags(spec, cfg, LINEAR_WIDTH, prefix="w_", init_scale=init_scale), head, embedding_dim)

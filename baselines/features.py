@@ -58,11 +58,17 @@ Padding positions (``valid`` False: counters 0, timestamp and segment -1) produc
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
-from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, KeyedTensor, PoolingType
+from torchrec import (
+    EmbeddingBagCollection,
+    EmbeddingBagConfig,
+    KeyedJaggedTensor,
+    KeyedTensor,
+    PoolingType,
+)
 
 from kuaihl_rec.data.batch import BatchSpec, LiveBatch
 from kuaihl_rec.data.schema import COUNTER_COLUMNS, PAPER_COUNTER_COLUMNS
@@ -308,6 +314,26 @@ def check_embedding_bags(ebc: EmbeddingBagCollection, keys: Sequence[str], dim: 
 def feature_names(config: FeatureConfig) -> List[str]:
     """Every sparse key then ``dense_<counter>`` for the dense columns (a flat table's columns)."""
     return list(config.keys) + ([f"dense_{c}" for c in config.counter_columns] if config.dense else [])
+
+
+# The feature overrides every baseline factory accepts (``create_model("deepfm", spec, counters="all")``),
+# with the factories' defaults; ``dense_counters`` is FeatureConfig.dense, ``id_dropout`` 0.2 for
+# training (see the module docstring: unknown test ids must be learned).
+FEATURE_DEFAULTS: Dict[str, Any] = {
+    "counters": "paper", "counter_buckets": 64, "buckets_per_octave": 2, "elapsed_buckets": 16, "tz_offset_hours": 0,
+    "dense_counters": True, "id_dropout": 0.2,
+}
+FEATURE_OVERRIDES: Tuple[str, ...] = tuple(FEATURE_DEFAULTS)
+
+
+def features_from_overrides(overrides: Dict[str, Any], crosses: bool = False) -> FeatureConfig:
+    """The :class:`FeatureConfig` of a baseline factory's feature overrides (``FEATURE_OVERRIDES``;
+    the rest take ``FEATURE_DEFAULTS``). Unknown keys are a TypeError (``create_model`` checks
+    them first against the registered override list)."""
+    unknown = sorted(set(overrides) - set(FEATURE_OVERRIDES))
+    if unknown:
+        raise TypeError(f"unknown feature override(s) {unknown}; valid: {list(FEATURE_OVERRIDES)}")
+    return feature_config(**{**FEATURE_DEFAULTS, **overrides}, crosses=crosses)
 
 
 def feature_config(

@@ -15,12 +15,18 @@ the shared trainer (tables: fused row-wise Adagrad, dense parameters: AdamW).
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from baselines.features import LINEAR_WIDTH, PerPositionCTR, build_embedding_bags, feature_config
+from baselines.features import (
+    FEATURE_OVERRIDES,
+    LINEAR_WIDTH,
+    PerPositionCTR,
+    build_embedding_bags,
+    features_from_overrides,
+)
 from baselines.layers import MLP, FirstOrder, as_hidden
 from kuaihl_rec.data.batch import BatchSpec
 from kuaihl_rec.model.registry import register_model
@@ -44,27 +50,24 @@ class WideDeep(PerPositionCTR):
     """Wide & Deep over the per-position features; ``forward(batch) -> logits [b, n]``."""
 
 
-@register_model("wide_deep", family="id_baseline", default_loss="point", description="Wide&Deep (Cheng et al. 2016) over the per-position ID features",
-                paper={"tau": 0.5619})
+@register_model(
+    "wide_deep", family="id_baseline", default_loss="point", paper={"tau": 0.5619},
+    description="Wide&Deep (Cheng et al. 2016) over the per-position ID features",
+    overrides=("embedding_dim", "mlp", "dropout", "cross_features", "init_scale") + FEATURE_OVERRIDES,
+)
 def wide_deep(
     spec: BatchSpec,
     embedding_dim: int = 16,
     mlp: Sequence[int] = (128, 64),
     dropout: float = 0.1,
     cross_features: bool = True,
-    counters: str = "paper",
-    counter_buckets: int = 64,
-    buckets_per_octave: int = 2,
-    elapsed_buckets: int = 16,
-    tz_offset_hours: int = 0,
-    dense_counters: bool = True,
-    id_dropout: float = 0.2,
     init_scale: float = 1e-4,
+    **features: Any,
 ) -> WideDeep:
     """Wide & Deep (Cheng et al. 2016). ``cross_features`` adds streamer x hour to the wide part;
     the feature overrides are those of :class:`~baselines.features.FeatureConfig`;
     ``init_scale``: tables start uniform in +-init_scale (near zero, like DeepCTR / FuxiCTR)."""
-    cfg = feature_config(counters, counter_buckets, buckets_per_octave, elapsed_buckets, tz_offset_hours, dense_counters, id_dropout, crosses=cross_features)
+    cfg = features_from_overrides(features, crosses=cross_features)
     head = WideDeepHead(len(cfg.field_keys), embedding_dim, cfg.n_dense, as_hidden(mlp), dropout)
     return WideDeep(
         spec,

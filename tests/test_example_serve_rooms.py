@@ -35,6 +35,7 @@ def _ticks(stdout):
     return [line for line in stdout.splitlines() if re.match(r"tick \d+:", line)]
 
 
+@pytest.mark.slow
 def test_serve_rooms_straight_and_restarted(run_and_world, tmp_path):
     run, world = run_and_world
     straight = _example("--run", run, "--world", world)

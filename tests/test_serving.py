@@ -396,6 +396,7 @@ def _kuaihl(*args, timeout=600):
     return subprocess.run([sys.executable, "-m", "kuaihl_rec.apps.cli", *map(str, args)], env=ENV, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
+@pytest.mark.slow
 def test_replay_restart_in_a_new_process_gives_identical_scores(runs, tiny_world, tmp_path):
     run = runs["engagement"]
     whole = _kuaihl("replay", run, "--world", tiny_world, "--out", tmp_path / "whole", "-q")

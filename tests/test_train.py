@@ -93,6 +93,7 @@ def test_eval_writes_metrics_and_recomputable_predictions(trained, tiny_world, t
     assert result["reference"]["last_complete_label"]["tau"] != result["reference"]["previous_segment_label"]["tau"]
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_reproduces_the_losses(tiny_world, tmp_path):
     """Uninterrupted run vs. a run killed mid-epoch (os._exit after step 13, checkpoint at step 10)
     and resumed: the per-step losses and the final validation metrics agree exactly."""
