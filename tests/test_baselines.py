@@ -14,15 +14,14 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from baselines import BASELINE_MODELS, PAPER_COUNTERS, FeatureConfig, fm_interaction, log_bucket, position_features
 from baselines.features import LINEAR_WIDTH
-from helpers import make_table
-from kuaihl_rec.data import BatchSpec, FeatureSizes, SegmentArrays, WindowConfig, window_splits
+from conftest import model_batch
+from kuaihl_rec.data import BatchSpec, FeatureSizes
 from kuaihl_rec.data.batch import LiveBatch, make_id_features
 from kuaihl_rec.data.schema import COUNTER_COLUMNS
 from kuaihl_rec.model.registry import create_model, list_models, model_overrides
@@ -33,23 +32,20 @@ SIZES = FeatureSizes(visual_tokens=1, visual_dim=4, text_dim=3)
 
 
 @pytest.fixture(scope="module")
-def split():
-    # 30 and 25 segments give full windows; 6 gives one right-padded window.
-    table = make_table(room_lengths=(30, 6, 25), sizes=SIZES)
-    cfg = WindowConfig(window=WINDOW, min_viewers=0)
-    arr = SegmentArrays.from_table(table, SIZES, cfg)
-    return window_splits(arr, cfg, {"train": "train"})["train"]
+def split(model_split):
+    """The shared table of tests/conftest.py: rooms of 30 and 25 segments (full windows) and 6 (one
+    right-padded window)."""
+    return model_split
 
 
 @pytest.fixture(scope="module")
-def spec(split) -> BatchSpec:
-    return BatchSpec.of(split)
+def spec(model_spec) -> BatchSpec:
+    return model_spec
 
 
 def _batch(split, b: int) -> LiveBatch:
     """b = 1: one full window; b = 2: a full window and the right-padded one."""
-    padded = int(np.flatnonzero(split.index.n_valid < WINDOW)[0])
-    return split.batch(np.array([0] if b == 1 else [0, padded]))
+    return model_batch(split, b)
 
 
 def _make(name: str, spec: BatchSpec, seed: int = 0, **overrides) -> torch.nn.Module:
@@ -381,7 +377,7 @@ import collections, sys
 import numpy as np, torch, torch.distributed as dist
 sys.path.insert(0, sys.argv[1])
 import baselines
-from helpers import make_table
+from conftest import model_batch
 from kuaihl_rec.data import BatchSpec, FeatureSizes, SegmentArrays, WindowConfig, window_splits
 from kuaihl_rec.model.registry import create_model
 from kuaihl_rec.train.loop import init_distributed

@@ -12,8 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import make_table
-from kuaihl_rec.data import BatchSpec, FeatureSizes, SegmentArrays, WindowConfig, make_id_features, window_splits
+from kuaihl_rec.data import BatchSpec, FeatureSizes, make_id_features
 from kuaihl_rec.data.batch import LiveBatch
 from kuaihl_rec.model import (
     CONTENT_PRESETS,
@@ -36,17 +35,15 @@ CAUSAL_NAMES = [n for n in CONTENT_NAMES if n != "content_hl"]
 
 
 @pytest.fixture(scope="module")
-def split():
-    # Room lengths: 30 and 25 give full windows, 6 gives one right-padded window (5 targets < 8).
-    table = make_table(room_lengths=(30, 6, 25), sizes=SIZES)
-    cfg = WindowConfig(window=WINDOW, min_viewers=0)
-    arr = SegmentArrays.from_table(table, SIZES, cfg)
-    return window_splits(arr, cfg, {"train": "train"})["train"]
+def split(model_split):
+    # The shared table of tests/conftest.py: rooms of 30 and 25 segments give full windows, 6 gives
+    # one right-padded window (5 targets < 8).
+    return model_split
 
 
 @pytest.fixture(scope="module")
-def spec(split) -> BatchSpec:
-    return BatchSpec.of(split)
+def spec(model_spec) -> BatchSpec:
+    return model_spec
 
 
 def _padded_window(split) -> int:
