@@ -1,17 +1,20 @@
 """``kuaihl train``: any registered model, sharded with DMP, single-process or under torchrun.
 
-Per rank::
+Per rank, :class:`Trainer` runs named stages::
 
-    init the process group (gloo on CPU, nccl on CUDA; a private 1-rank group when not launched by torchrun)
-    read + validate the data directory; window train (train mode) and val (eval mode) splits
-    build the model from the registry -> fuse row-wise Adagrad into its tables -> plan -> DMP
-    TrainPipelineSparseDist over this rank's slice of every global batch
-    each epoch: validation tau-b (all ranks score their shard, results are all-gathered),
-    early stopping, checkpoint (DCP, atomic), metrics.jsonl, loss curve
+    setup       the process group (gloo on CPU, nccl on CUDA; a private 1-rank group when not
+                launched by torchrun), the run directory and its config check, the data (train
+                windows in train mode, val in eval mode), the model from the registry -> fused
+                row-wise Adagrad in its tables -> plan -> DMP, the dense optimizer, the pipeline
+    resume      (``resume=True``) the newest complete checkpoint: weights, optimizer state, RNG
+                states and the position in the epoch
+    run_epoch   TrainPipelineSparseDist over this rank's slice of every global batch of the epoch
+    end_epoch   validation tau-b (all ranks score their shard, results are all-gathered), early
+                stopping, checkpoint (DCP, atomic), metrics.jsonl
+    finish      model.pt from the best checkpoint, the loss curve, summary.json
 
-Resume (``resume=True``): the newest complete checkpoint restores weights, optimizer state, RNG
-states and the position in the epoch; data order is a function of (seed, epoch), so the resumed
-run replays exactly the batches the uninterrupted run would have seen.
+Data order is a function of (seed, epoch), so a resumed run replays exactly the batches the
+uninterrupted run would have seen.
 """
 
 from __future__ import annotations
@@ -22,19 +25,20 @@ import json
 import logging
 import math
 import os
-import platform
 import socket
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+from tqdm.auto import tqdm
 
 from kuaihl_rec.data.batch import BatchSpec, LiveBatch
-from kuaihl_rec.data.io import DataError, atomic_write_bytes, atomic_write_json
+from kuaihl_rec.data.io import DataError, atomic_write_json
 from kuaihl_rec.data.validate import load_segments
 from kuaihl_rec.data.windows import (
     SegmentArrays,
@@ -55,6 +59,13 @@ from kuaihl_rec.train.checkpoint import (
     save_checkpoint,
 )
 from kuaihl_rec.train.config import TrainConfig
+from kuaihl_rec.train.records import plot_losses, truncate_jsonl, versions
+from kuaihl_rec.train.scoring import (
+    PlainPipeline,
+    pipeline_scorer,
+    plain_scorer,
+    score_split,
+)
 from kuaihl_rec.train.sharding import (
     build_optimizer,
     dense_param_groups,
@@ -63,6 +74,11 @@ from kuaihl_rec.train.sharding import (
     wrap_model,
 )
 from kuaihl_rec.train.wrapper import TrainWrapper
+
+__all__ = [
+    "RunData", "Trainer", "build_model", "init_distributed", "load_run_data", "loss_preset_for",
+    "plain_scorer", "score_split", "train", "versions",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +100,8 @@ def init_distributed() -> torch.device:
         if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
             dist.init_process_group(backend=backend)
         else:
-            dist.init_process_group(backend=backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+            init = f"tcp://127.0.0.1:{_free_port()}"
+            dist.init_process_group(backend=backend, init_method=init, rank=0, world_size=1)
     if cuda:
         local = int(os.environ.get("LOCAL_RANK", 0))
         torch.cuda.set_device(local)
@@ -132,181 +149,14 @@ def _global_batches(split: WindowedSplit, batch_size: int, seed: int, epoch: int
     return out
 
 
-# ------------------------------------------------------------------------------------ scoring
-
-
-class PlainPipeline:
-    """The ``progress`` contract of ``TrainPipelineSparseDist`` for models without embedding tables:
-    next batch -> forward -> (training) zero_grad, backward, step -> the model's output."""
-
-    def __init__(self, model: torch.nn.Module, optimizer, device: torch.device) -> None:
-        self.model, self.optimizer, self.device = model, optimizer, device
-
-    def progress(self, batches: Iterator[LiveBatch]):
-        batch = next(batches).to(self.device)
-        if self.model.training:
-            self.optimizer.zero_grad()
-        loss, output = self.model(batch)
-        if self.model.training:
-            loss.backward()
-            self.optimizer.step()
-        return output
-
-
-def plain_scorer(model: torch.nn.Module) -> Callable[[Iterator[LiveBatch]], Iterator[torch.Tensor]]:
-    """Logits of an ordinary (unsharded, or not pipelined) model, batch by batch."""
-
-    def run(batches: Iterator[LiveBatch]) -> Iterator[torch.Tensor]:
-        was = model.training
-        model.eval()
-        try:
-            for batch in batches:
-                yield model(batch)
-        finally:
-            model.train(was)
-
-    return run
-
-
-def pipeline_scorer(pipeline, dmp: torch.nn.Module) -> Callable[[Iterator[LiveBatch]], Iterator[torch.Tensor]]:
-    """Logits through the training pipeline (its embedding modules are pipelined, so they can only be
-    called through it); in eval mode the pipeline runs forward only and the wrapper skips the loss.
-    Outputs come back in the order the batches went in."""
-
-    def run(batches: Iterator[LiveBatch]) -> Iterator[torch.Tensor]:
-        dmp.eval()
-        try:
-            while True:
-                try:
-                    _, logits, _ = pipeline.progress(batches)
-                except StopIteration:
-                    return
-                yield logits
-        finally:
-            dmp.train()
-
-    return run
-
-
-@torch.no_grad()
-def score_split(
-    scorer: Callable[[Iterator[LiveBatch]], Iterator[torch.Tensor]],
-    split: WindowedSplit,
-    batch_size: int,
-    device: torch.device,
-    rank: int = 0,
-    world_size: int = 1,
-    progress: bool = False,
-) -> Dict[str, np.ndarray]:
-    """Score every evaluation unit of ``split`` once (score_mask); all ranks take part and get all rows.
-
-    Windows are padded to a multiple of ``batch_size * world_size`` (padding is scored and dropped)
-    so every rank runs the same number of forwards. Returns flat arrays sorted by (live_id, segment):
-    live_id, streamer_id, segment (the *target* segment), label, score (probability), logit.
-    """
-    from collections import deque
-
-    from tqdm.auto import tqdm
-
-    n = len(split)
-    global_bs = batch_size * world_size
-    n_steps = -(-n // global_bs) if n else 0
-    padded = np.arange(n_steps * global_bs)
-    keep_window = padded < n
-    padded = np.where(keep_window, padded, 0)
-    pending: deque = deque()
-
-    def batches() -> Iterator[LiveBatch]:
-        for k in range(n_steps):
-            sl = slice(k * global_bs + rank * batch_size, k * global_bs + (rank + 1) * batch_size)
-            batch = split.batch(padded[sl])
-            keep = torch.from_numpy(keep_window[sl])[:, None]
-            pending.append((batch, keep))
-            yield batch.to(device)
-
-    rows: Dict[str, List[np.ndarray]] = {k: [] for k in ("live_id", "streamer_id", "segment", "label", "logit")}
-    bar = tqdm(total=n_steps, desc=f"score {split.index.stats.split}", unit="batch", leave=False, disable=not (progress and rank == 0))
-    for logits in scorer(batches()):
-        batch, keep = pending.popleft()
-        logits = logits.float().cpu()
-        w, i = torch.nonzero(batch.score_mask & keep, as_tuple=True)
-        rows["live_id"].append(batch.live_raw[w].numpy())
-        rows["streamer_id"].append(batch.streamer_raw[w].numpy())
-        rows["segment"].append((batch.segment[w, i] + 1).numpy())
-        rows["label"].append(batch.labels[w, i].numpy())
-        rows["logit"].append(logits[w, i].numpy())
-        bar.update(1)
-    bar.close()
-    local = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in rows.items()}
-    if world_size > 1:
-        gathered: List[Any] = [None] * world_size
-        dist.all_gather_object(gathered, local)
-        local = {k: np.concatenate([g[k] for g in gathered]) for k in local}
-    order = np.lexsort((local["segment"], local["live_id"]))
-    out = {k: v[order] for k, v in local.items()}
-    out["score"] = 1.0 / (1.0 + np.exp(-out["logit"].astype(np.float64)))
-    return out
-
-
-# ------------------------------------------------------------------------------------ run directory
-
-
-def versions() -> Dict[str, str]:
-    import torchrec
-
-    out = {"python": platform.python_version(), "torch": torch.__version__, "torchrec": getattr(torchrec, "__version__", "?"), "numpy": np.__version__}
-    try:
-        import fbgemm_gpu
-
-        out["fbgemm_gpu"] = getattr(fbgemm_gpu, "__version__", "?")
-    except ImportError:
-        pass
-    return out
-
-
-def _truncate_jsonl(path: Path, key: str, last: int) -> None:
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)[key] <= last]
-    atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
-
-
 def _lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
+    """Linear warm-up over ``warmup_steps``, then constant or cosine decay to 0 at ``total``."""
     if step < cfg.warmup_steps:
         return (step + 1) / max(cfg.warmup_steps, 1)
     if cfg.schedule == "constant":
         return 1.0
     progress = min(1.0, (step - cfg.warmup_steps) / max(total - cfg.warmup_steps, 1))
     return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def _plot_losses(run_dir: Path, steps: List[Dict[str, float]], epochs: List[Dict[str, Any]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
-    if steps:
-        xs = [s["step"] for s in steps]
-        a.plot(xs, [s["loss"] for s in steps], lw=0.8, label="train loss (per step)")
-        k = max(1, len(xs) // 50)
-        smooth = np.convolve([s["loss"] for s in steps], np.ones(k) / k, mode="valid")
-        a.plot(xs[k - 1 :], smooth, lw=1.5, label=f"moving mean ({k})")
-    a.set_xlabel("step")
-    a.set_ylabel("loss")
-    a.legend()
-    if epochs:
-        b.plot([e["epoch"] for e in epochs], [e.get("val_tau", float("nan")) for e in epochs], "o-", label="val tau-b")
-        b.set_xlabel("epoch")
-        b.set_ylabel("Kendall tau-b (validation)")
-        b.legend()
-    fig.suptitle("training curves (synthetic data unless stated otherwise)", fontsize=9)
-    fig.tight_layout()
-    tmp = run_dir / ".loss_curve.png.tmp"
-    fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    os.replace(tmp, run_dir / "loss_curve.png")
 
 
 # ------------------------------------------------------------------------------------ training
@@ -322,6 +172,258 @@ def loss_preset_for(cfg: TrainConfig, model: torch.nn.Module) -> str:
     return cfg.loss or model_info(cfg.model).default_loss
 
 
+def _fresh_state() -> Dict[str, Any]:
+    """The training position a checkpoint saves (``meta``) and a resume restores."""
+    return {"step": 0, "epoch": 0, "batch_in_epoch": 0, "epoch_loss_sum": 0.0, "best_tau": -math.inf,
+            "best_name": None, "bad_epochs": 0, "history": []}
+
+
+class Trainer:
+    """One training run on this rank (module docstring for the stages); :func:`train` drives it.
+
+    ``stop_after_steps`` ends the process abruptly after that many steps (``os._exit``), as a kill
+    would; it exists so tests can interrupt a run mid-epoch and check ``resume``.
+    """
+
+    def __init__(self, data_dir: Path, run_dir: Path, cfg: TrainConfig, resume: bool = False, progress: bool = True,
+                 stop_after_steps: Optional[int] = None) -> None:
+        self.data_dir, self.run_dir, self.cfg = Path(data_dir), Path(run_dir), cfg
+        self.resume, self.progress, self.stop_after_steps = resume, progress, stop_after_steps
+        self.state = _fresh_state()
+        self.stopped_early = False
+
+    # -------------------------------------------------------------------------------- setup
+
+    def setup(self) -> None:
+        """Process group, run directory, data, model, DMP, optimizers (the pipeline comes in :meth:`fit`,
+        after a resume has loaded the checkpoint)."""
+        cfg = self.cfg
+        self.device = init_distributed()
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        if cfg.batch_size % self.world_size:
+            raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of ranks {self.world_size}")
+        self.ckpt_root = self.run_dir / "checkpoints"
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.ckpt_root.mkdir(exist_ok=True)
+        dist.barrier()
+        self.config_path = self.run_dir / "config.json"
+        if self.resume:
+            self._check_saved_config()
+        self.data = load_run_data(self.data_dir, cfg)
+        self._build_model()
+        self.steps_per_epoch = len(_global_batches(self.data.train, cfg.batch_size, cfg.seed, 0, self.rank, self.world_size))
+        if self.steps_per_epoch == 0:
+            raise DataError(f"{self.data_dir}: {len(self.data.train)} training windows is fewer than one global batch of {cfg.batch_size}")
+        self.total_steps = cfg.max_steps or self.steps_per_epoch * cfg.epochs
+        if self.rank == 0 and not self.resume:
+            self._write_run_header()
+
+    def _check_saved_config(self) -> None:
+        if not self.config_path.exists():
+            raise FileNotFoundError(f"{self.config_path}: --resume needs an earlier run in {self.run_dir}")
+        saved = json.loads(self.config_path.read_text())["train"]
+        now = json.loads(json.dumps(self.cfg.to_dict()))
+        if saved != now:
+            diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+            raise ValueError(f"{self.config_path}: the run was made with another config (differs in {diff}); "
+                             "resume with the same settings or use a new --out")
+
+    def _build_model(self) -> None:
+        cfg = self.cfg
+        self.model = build_model(cfg, self.data.spec)
+        self.loss_name = loss_preset_for(cfg, self.model)
+        self.wrapper = TrainWrapper(self.model, ContentLoss(self.loss_name), seed=cfg.seed + 1000 * self.rank)
+        fuse_table_optimizer(self.wrapper, cfg.optim)
+        # DMP re-initialises EmbeddingBagCollection tables when it shards them; load the seeded
+        # initial weights back so a run's start does not depend on the number of ranks.
+        initial = OrderedDict((k, v.detach().clone()) for k, v in self.wrapper.state_dict().items())
+        self.dmp = wrap_model(self.wrapper, self.device)
+        self.dmp.load_state_dict(initial)
+        self.optimizer = build_optimizer(self.dmp, cfg.optim)
+        self.dense_groups = dense_param_groups(self.optimizer)
+        for group in self.dense_groups:
+            group["initial_lr"] = group["lr"]
+
+    def _write_run_header(self) -> None:
+        data, cfg = self.data, self.cfg
+        atomic_write_json(self.config_path, {
+            "train": cfg.to_dict(), "loss": self.loss_name, "data": str(self.data_dir.resolve()),
+            "spec": dataclasses.asdict(data.spec), "window": dataclasses.asdict(data.window_cfg),
+            "world_size": self.world_size, "versions": versions(), "seed": cfg.seed,
+        })
+        np.savez(self.run_dir / "vocab.npz", streamer=data.train.streamer_vocab.raw, live=data.train.live_vocab.raw)
+        for name in ("metrics.jsonl", "steps.jsonl"):
+            (self.run_dir / name).unlink(missing_ok=True)
+
+    def _build_pipeline(self) -> None:
+        # pipeline_postproc lets the pipeline prefetch tables whose KJT a model builds in forward (the
+        # ID baselines); torchrec versions without the option run those tables in place.
+        params = inspect.signature(TrainPipelineSparseDist.__init__).parameters
+        extra = {"pipeline_postproc": True} if "pipeline_postproc" in params else {}
+        if embedding_modules(self.wrapper):
+            self.pipeline = TrainPipelineSparseDist(self.dmp, self.optimizer, self.device, **extra)
+        else:  # no table to pipeline (e.g. SelfAttention-plain, content_no_id): TorchRec's tracer has nothing to do
+            self.pipeline = PlainPipeline(self.dmp, self.optimizer, self.device)
+        self.amp = self.cfg.amp == "bf16" or (self.cfg.amp == "auto" and self.device.type == "cuda")
+
+    # -------------------------------------------------------------------------------- resume
+
+    def restore(self) -> None:
+        """Continue from the newest complete checkpoint (weights, optimizer, RNGs, position)."""
+        ckpt = latest_checkpoint(self.ckpt_root)
+        if ckpt is None:
+            logger.warning("%s: no checkpoint yet; starting from the beginning", self.ckpt_root)
+            return
+        loaded = load_checkpoint(ckpt, self.dmp, self.optimizer)
+        state = self.state
+        state.update({k: loaded["meta"][k] for k in state if k in loaded["meta"]})
+        local = loaded["rank_local"]
+        if "torch_rng" in local:
+            torch.set_rng_state(local["torch_rng"])
+            self.wrapper.generator.set_state(local["loss_rng"])
+        logger.info("resumed from %s (step %d, epoch %d, batch %d)", ckpt, state["step"], state["epoch"], state["batch_in_epoch"])
+        if self.rank == 0:  # forget what the killed run logged after its last checkpoint
+            truncate_jsonl(self.run_dir / "steps.jsonl", "step", state["step"])
+            truncate_jsonl(self.run_dir / "metrics.jsonl", "epoch", state["epoch"])
+
+    def snapshot(self, step: int) -> Path:
+        meta = dict(self.state)
+        local = {"torch_rng": torch.get_rng_state(), "loss_rng": self.wrapper.generator.get_state()}
+        return save_checkpoint(self.ckpt_root, step, self.dmp, self.optimizer, meta, local, keep=self.cfg.keep_checkpoints)
+
+    # -------------------------------------------------------------------------------- epochs
+
+    def run_epoch(self, step_log) -> float:
+        """The remaining batches of the current epoch; returns the epoch's wall time (s)."""
+        cfg, state = self.cfg, self.state
+        epoch = state["epoch"]
+        batches = _global_batches(self.data.train, cfg.batch_size, cfg.seed, epoch, self.rank, self.world_size)
+        # Never hand the pipeline more batches than the step budget: it then drains through
+        # StopIteration and holds no prefetched training batch when validation runs.
+        batches = batches[state["batch_in_epoch"] :][: max(self.total_steps - state["step"], 0)]
+        self.dmp.train()
+        bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                   disable=not (self.progress and self.rank == 0))
+        batch_iter: Iterator[LiveBatch] = (self.data.train.batch(idx) for idx in batches)
+        losses: List[float] = []
+        t_epoch = time.perf_counter()
+        while True:
+            factor = _lr_factor(state["step"], self.total_steps, cfg)
+            for group in self.dense_groups:
+                group["lr"] = group["initial_lr"] * factor
+            try:
+                with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                    parts, _, _ = self.pipeline.progress(batch_iter)  # the pipeline returns the model output only
+            except StopIteration:
+                break
+            losses.append(self._after_step(parts, epoch, step_log))
+            bar.update(1)
+            rate = self.samples_seen / (time.perf_counter() - self.t_start)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", samples_s=f"{rate:.0f}")
+        bar.close()
+        return time.perf_counter() - t_epoch
+
+    def _after_step(self, parts: Dict[str, torch.Tensor], epoch: int, step_log) -> float:
+        """Book-keeping of one step: global loss, counters, step log, simulated kill, mid-epoch checkpoint."""
+        cfg, state = self.cfg, self.state
+        loss_t = parts["loss"].detach().clone()
+        if self.world_size > 1:  # log the global batch's loss, not this rank's share
+            dist.all_reduce(loss_t)
+            loss_t /= self.world_size
+        loss = float(loss_t)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss} at step {state['step']} (epoch {epoch}); lower the learning rate")
+        state["epoch_loss_sum"] += loss
+        state["step"] += 1
+        state["batch_in_epoch"] += 1
+        self.samples_seen += cfg.batch_size
+        if step_log:
+            terms = {k: float(parts[k]) for k in ("point", "pair", "align")}
+            step_log.write(json.dumps({"step": state["step"], "epoch": epoch, "loss": loss, **terms}) + "\n")
+            step_log.flush()
+        if self.stop_after_steps is not None and state["step"] >= self.stop_after_steps:
+            logger.warning("stop_after_steps=%d reached: exiting abruptly (simulated kill)", self.stop_after_steps)
+            if step_log:
+                step_log.close()
+            os._exit(17)
+        if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0 and state["batch_in_epoch"] < self.steps_per_epoch:
+            self.snapshot(state["step"])
+        return loss
+
+    def end_epoch(self, epoch_seconds: float) -> None:
+        """Validation, early stopping, checkpoint, metrics.jsonl."""
+        cfg, state, epoch = self.cfg, self.state, self.state["epoch"]
+        train_loss = state["epoch_loss_sum"] / max(state["batch_in_epoch"], 1)
+        record: Dict[str, Any] = {"epoch": epoch + 1, "step": state["step"], "train_loss": train_loss,
+                                  "epoch_seconds": round(epoch_seconds, 2)}
+        if len(self.data.val):
+            batch = max(cfg.eval_batch_size // self.world_size, 1)
+            scored = score_split(pipeline_scorer(self.pipeline, self.dmp), self.data.val, batch, self.device, self.rank, self.world_size)
+            metrics = evaluate_segments(scored["label"], scored["score"], room_ids=scored["live_id"])
+            record.update({f"val_{k}": v for k, v in metrics.items() if not isinstance(v, (list, dict))})
+            objective = metrics["tau"]
+        else:
+            objective = -(record["train_loss"] or 0.0)
+        state["epoch"] += 1
+        state["batch_in_epoch"] = 0
+        state["epoch_loss_sum"] = 0.0
+        improved = objective > state["best_tau"]
+        if improved:
+            state["best_tau"], state["bad_epochs"] = objective, 0
+        else:
+            state["bad_epochs"] += 1
+        state["history"].append(record)
+        name = f"step-{state['step']:08d}"
+        if improved:
+            state["best_name"] = name
+        self.snapshot(state["step"])
+        if improved:
+            mark_best(self.ckpt_root, name)
+        if self.rank == 0:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
+            logger.info("epoch %d: %s", epoch + 1, shown)
+        if state["bad_epochs"] >= cfg.patience:
+            logger.info("early stopping: no better validation tau-b for %d epoch(s)", cfg.patience)
+            self.stopped_early = True
+
+    def fit(self) -> None:
+        """The pipeline, then epochs until the budget, the step limit or early stopping ends them."""
+        self._build_pipeline()
+        step_log = open(self.run_dir / "steps.jsonl", "a") if self.rank == 0 else None
+        self.t_start, self.samples_seen = time.perf_counter(), 0
+        try:
+            while self.state["epoch"] < self.cfg.epochs and self.state["step"] < self.total_steps and not self.stopped_early:
+                self.end_epoch(self.run_epoch(step_log))
+        finally:
+            if step_log:
+                step_log.close()
+
+    # -------------------------------------------------------------------------------- finish
+
+    def finish(self) -> Dict[str, Any]:
+        """``model.pt`` from the best checkpoint, the loss curve and ``summary.json`` (rank 0)."""
+        dist.barrier()
+        state = self.state
+        summary = {
+            "steps": state["step"], "epochs": state["epoch"], "best_val_tau": state["best_tau"],
+            "best_checkpoint": state["best_name"], "stopped_early": self.stopped_early, "history": state["history"],
+            "loss": self.loss_name, "world_size": self.world_size,
+        }
+        if self.rank == 0:
+            best = best_checkpoint(self.ckpt_root)
+            header = {"config": json.loads(self.config_path.read_text()), "checkpoint": best.name}
+            convert_to_single_file(best, self.run_dir / "model.pt", header)
+            steps_path = self.run_dir / "steps.jsonl"
+            steps = [json.loads(line) for line in open(steps_path)] if steps_path.exists() else []
+            plot_losses(self.run_dir, steps, state["history"])
+            atomic_write_json(self.run_dir / "summary.json", summary)
+        dist.barrier()
+        return summary
+
+
 def train(
     data_dir: Path,
     run_dir: Path,
@@ -330,188 +432,10 @@ def train(
     progress: bool = True,
     stop_after_steps: Optional[int] = None,
 ) -> Dict[str, Any]:
-    """Train on ``data_dir`` into ``run_dir`` (call on every rank). Returns the final summary.
-
-    ``stop_after_steps`` ends the process abruptly after that many steps (``os._exit``), as a kill
-    would; it exists so tests can interrupt a run mid-epoch and check ``resume``.
-    """
-    from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
-    from tqdm.auto import tqdm
-
-
-    device = init_distributed()
-    rank, world_size = dist.get_rank(), dist.get_world_size()
-    if cfg.batch_size % world_size:
-        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of ranks {world_size}")
-    run_dir = Path(run_dir)
-    ckpt_root = run_dir / "checkpoints"
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt_root.mkdir(exist_ok=True)
-    dist.barrier()
-
-    saved_cfg_path = run_dir / "config.json"
+    """Train on ``data_dir`` into ``run_dir`` (call on every rank). Returns the final summary."""
+    trainer = Trainer(data_dir, run_dir, cfg, resume=resume, progress=progress, stop_after_steps=stop_after_steps)
+    trainer.setup()
     if resume:
-        if not saved_cfg_path.exists():
-            raise FileNotFoundError(f"{saved_cfg_path}: --resume needs an earlier run in {run_dir}")
-        saved = json.loads(saved_cfg_path.read_text())
-        if saved["train"] != json.loads(json.dumps(cfg.to_dict())):
-            diff = sorted(k for k in set(saved["train"]) | set(cfg.to_dict()) if saved["train"].get(k) != json.loads(json.dumps(cfg.to_dict())).get(k))
-            raise ValueError(f"{saved_cfg_path}: the run was made with another config (differs in {diff}); resume with the same settings or use a new --out")
-
-    data = load_run_data(Path(data_dir), cfg)
-    model = build_model(cfg, data.spec)
-    loss_name = loss_preset_for(cfg, model)
-    wrapper = TrainWrapper(model, ContentLoss(loss_name), seed=cfg.seed + 1000 * rank)
-    fuse_table_optimizer(wrapper, cfg.optim)
-    # DMP re-initialises EmbeddingBagCollection tables when it shards them; load the seeded
-    # initial weights back so a run's start does not depend on the number of ranks.
-    initial = OrderedDict((k, v.detach().clone()) for k, v in wrapper.state_dict().items())
-    dmp = wrap_model(wrapper, device)
-    dmp.load_state_dict(initial)
-    optimizer = build_optimizer(dmp, cfg.optim)
-    dense_groups = dense_param_groups(optimizer)
-    for g in dense_groups:
-        g["initial_lr"] = g["lr"]
-
-    steps_per_epoch = len(_global_batches(data.train, cfg.batch_size, cfg.seed, 0, rank, world_size))
-    if steps_per_epoch == 0:
-        raise DataError(f"{data_dir}: {len(data.train)} training windows is fewer than one global batch of {cfg.batch_size}")
-    total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
-
-    if rank == 0 and not resume:
-        atomic_write_json(saved_cfg_path, {
-            "train": cfg.to_dict(), "loss": loss_name, "data": str(Path(data_dir).resolve()), "spec": dataclasses.asdict(data.spec),
-            "window": dataclasses.asdict(data.window_cfg), "world_size": world_size, "versions": versions(), "seed": cfg.seed,
-        })
-        np.savez(run_dir / "vocab.npz", streamer=data.train.streamer_vocab.raw, live=data.train.live_vocab.raw)
-        for f in ("metrics.jsonl", "steps.jsonl"):
-            (run_dir / f).unlink(missing_ok=True)
-
-    state: Dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "epoch_loss_sum": 0.0, "best_tau": -math.inf, "best_name": None, "bad_epochs": 0, "history": []}
-    if resume:
-        ckpt = latest_checkpoint(ckpt_root)
-        if ckpt is None:
-            logger.warning("%s: no checkpoint yet; starting from the beginning", ckpt_root)
-        else:
-            loaded = load_checkpoint(ckpt, dmp, optimizer)
-            state.update({k: loaded["meta"][k] for k in state if k in loaded["meta"]})
-            local = loaded["rank_local"]
-            if "torch_rng" in local:
-                torch.set_rng_state(local["torch_rng"])
-                wrapper.generator.set_state(local["loss_rng"])
-            logger.info("resumed from %s (step %d, epoch %d, batch %d)", ckpt, state["step"], state["epoch"], state["batch_in_epoch"])
-            if rank == 0:  # forget what the killed run logged after its last checkpoint
-                _truncate_jsonl(run_dir / "steps.jsonl", "step", state["step"])
-                _truncate_jsonl(run_dir / "metrics.jsonl", "epoch", state["epoch"])
-
-    def snapshot(name_step: int) -> Path:
-        meta = {k: state[k] for k in state}
-        local = {"torch_rng": torch.get_rng_state(), "loss_rng": wrapper.generator.get_state()}
-        return save_checkpoint(ckpt_root, name_step, dmp, optimizer, meta, local, keep=cfg.keep_checkpoints)
-
-    # pipeline_postproc lets the pipeline prefetch tables whose KJT a model builds in forward (the
-    # ID baselines); torchrec versions without the option run those tables in place.
-    extra = {"pipeline_postproc": True} if "pipeline_postproc" in inspect.signature(TrainPipelineSparseDist.__init__).parameters else {}
-    if embedding_modules(wrapper):
-        pipeline = TrainPipelineSparseDist(dmp, optimizer, device, **extra)
-    else:  # no table to pipeline (e.g. SelfAttention-plain, content_no_id): TorchRec's tracer has nothing to do
-        pipeline = PlainPipeline(dmp, optimizer, device)
-    amp = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
-    step_log = open(run_dir / "steps.jsonl", "a") if rank == 0 else None
-    t_start = time.perf_counter()
-    samples_seen = 0
-    stopped_early = False
-    try:
-        while state["epoch"] < cfg.epochs and state["step"] < total_steps:
-            epoch = state["epoch"]
-            batches = _global_batches(data.train, cfg.batch_size, cfg.seed, epoch, rank, world_size)[state["batch_in_epoch"] :]
-            # Never hand the pipeline more batches than the step budget: it then drains through
-            # StopIteration and holds no prefetched training batch when validation runs.
-            batches = batches[: max(total_steps - state["step"], 0)]
-            dmp.train()
-            bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not (progress and rank == 0))
-            batch_iter: Iterator[LiveBatch] = (data.train.batch(idx) for idx in batches)
-            losses: List[float] = []
-            t_epoch = time.perf_counter()
-            while True:
-                factor = _lr_factor(state["step"], total_steps, cfg)
-                for g in dense_groups:
-                    g["lr"] = g["initial_lr"] * factor
-                try:
-                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                        parts, _, _ = pipeline.progress(batch_iter)  # the pipeline returns the model output only
-                except StopIteration:
-                    break
-                loss_t = parts["loss"].detach().clone()
-                if world_size > 1:  # log the global batch's loss, not this rank's share
-                    dist.all_reduce(loss_t)
-                    loss_t /= world_size
-                loss = float(loss_t)
-                if not math.isfinite(loss):
-                    raise FloatingPointError(f"training loss became {loss} at step {state['step']} (epoch {epoch}); lower the learning rate")
-                losses.append(loss)
-                state["epoch_loss_sum"] += loss
-                state["step"] += 1
-                state["batch_in_epoch"] += 1
-                samples_seen += cfg.batch_size
-                bar.update(1)
-                rate = samples_seen / (time.perf_counter() - t_start)
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", samples_s=f"{rate:.0f}")
-                if step_log:
-                    step_log.write(json.dumps({"step": state["step"], "epoch": epoch, "loss": loss, **{k: float(parts[k]) for k in ("point", "pair", "align")}}) + "\n")
-                    step_log.flush()
-                if stop_after_steps is not None and state["step"] >= stop_after_steps:
-                    logger.warning("stop_after_steps=%d reached: exiting abruptly (simulated kill)", stop_after_steps)
-                    if step_log:
-                        step_log.close()
-                    os._exit(17)
-                if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0 and state["batch_in_epoch"] < steps_per_epoch:
-                    snapshot(state["step"])
-            bar.close()
-            epoch_time = time.perf_counter() - t_epoch
-            # --- validation, early stopping, checkpoint
-            record: Dict[str, Any] = {"epoch": epoch + 1, "step": state["step"], "train_loss": state["epoch_loss_sum"] / max(state["batch_in_epoch"], 1), "epoch_seconds": round(epoch_time, 2)}
-            if len(data.val):
-                scored = score_split(pipeline_scorer(pipeline, dmp), data.val, max(cfg.eval_batch_size // world_size, 1), device, rank, world_size)
-                metrics = evaluate_segments(scored["label"], scored["score"], room_ids=scored["live_id"])
-                record.update({f"val_{k}": v for k, v in metrics.items() if not isinstance(v, (list, dict))})
-                objective = metrics["tau"]
-            else:
-                objective = -(record["train_loss"] or 0.0)
-            state["epoch"] += 1
-            state["batch_in_epoch"] = 0
-            state["epoch_loss_sum"] = 0.0
-            improved = objective > state["best_tau"]
-            if improved:
-                state["best_tau"], state["bad_epochs"] = objective, 0
-            else:
-                state["bad_epochs"] += 1
-            state["history"].append(record)
-            name = f"step-{state['step']:08d}"
-            if improved:
-                state["best_name"] = name
-            snapshot(state["step"])
-            if improved:
-                mark_best(ckpt_root, name)
-            if rank == 0:
-                with open(run_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                logger.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-            if state["bad_epochs"] >= cfg.patience:
-                logger.info("early stopping: no better validation tau-b for %d epoch(s)", cfg.patience)
-                stopped_early = True
-                break
-    finally:
-        if step_log:
-            step_log.close()
-    dist.barrier()
-    summary = {"steps": state["step"], "epochs": state["epoch"], "best_val_tau": state["best_tau"], "best_checkpoint": state["best_name"], "stopped_early": stopped_early, "history": state["history"], "loss": loss_name, "world_size": world_size}
-    if rank == 0:
-        best = best_checkpoint(ckpt_root)
-        convert_to_single_file(best, run_dir / "model.pt", {"config": json.loads(saved_cfg_path.read_text()), "checkpoint": best.name})
-        steps = [json.loads(line) for line in open(run_dir / "steps.jsonl")] if (run_dir / "steps.jsonl").exists() else []
-        _plot_losses(run_dir, steps, state["history"])
-        atomic_write_json(run_dir / "summary.json", summary)
-    dist.barrier()
-    return summary
+        trainer.restore()
+    trainer.fit()
+    return trainer.finish()
