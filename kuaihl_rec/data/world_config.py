@@ -1,8 +1,8 @@
 """Configuration of the synthetic live-streaming world: :class:`WorldConfig`, presets, loader.
 
-Every knob is a field of the frozen dataclass :class:`WorldConfig`; ``docs/WORLD.md``
-documents each one with the equation it enters. Named presets live in the packaged
-``kuaihl_rec/configs/world.yaml``::
+Every knob is a field of the frozen dataclass :class:`WorldConfig`; ``docs/WORLD.md`` section 10
+documents each one with the section whose equation it enters (sections 3-7). Named presets
+(section 9) live in the packaged ``kuaihl_rec/configs/world.yaml``::
 
     presets:
       default: {...}            # the embedded default (equal to WorldConfig())
@@ -16,7 +16,9 @@ A user's config file is either a mapping of knobs with an optional ``preset:`` b
     text_lag: {-1: 0.5, 0: 0.5}
 
 or a presets file of the same shape as ``world.yaml`` (then ``preset=`` picks one of its
-presets). Unknown keys are an error that names the key (and the closest known one).
+presets). Unknown keys are an error that names the key (and the closest known one); every value is
+type- and range-checked (:func:`_validate`), e.g. ``n_rooms >= n_streamers``, fractions in [0, 1] with
+``val_fraction + test_fraction < 1``, AR coefficients in [0, 1), ``text_lag`` probabilities summing to 1.
 
 Example::
 
@@ -33,6 +35,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
+import numpy as np
 import yaml
 
 from kuaihl_rec.data.schema import FeatureSizes
@@ -41,7 +44,7 @@ PRESETS_FILE = Path(__file__).resolve().parent.parent / "configs" / "world.yaml"
 
 #: Hidden content states of a segment, in code order (``state`` column of the truth sidecar).
 STATE_NAMES: Tuple[str, ...] = ("idle", "talk", "performance", "pk", "highlight")
-#: Streamer categories known to the world (their built-in profiles are in ``world.py``).
+#: Streamer categories known to the world (their built-in profiles are in ``world_profiles.py``).
 CATEGORY_NAMES: Tuple[str, ...] = ("dance", "singing", "gaming", "chat", "pk", "shopping")
 
 
@@ -218,13 +221,8 @@ def _as_int(name: str, value: Any) -> int:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if not isinstance(value, int):
-        try:
-            import numpy as np
-
-            if isinstance(value, np.integer):
-                return int(value)
-        except ImportError:  # pragma: no cover
-            pass
+        if isinstance(value, np.integer):
+            return int(value)
         raise WorldConfigError(f"world config key {name!r}: expected an integer, got {value!r}")
     return int(value)
 
@@ -263,61 +261,80 @@ def _require(cond: bool, name: str, msg: str) -> None:
         raise WorldConfigError(f"world config key {name!r}: {msg}")
 
 
-def _validate(c: WorldConfig) -> None:
-    _require(c.seed >= 0, "seed", "must be >= 0")
-    _require(c.chain_seed is None or c.chain_seed >= 0, "chain_seed", "must be >= 0 or null")
-    _require(c.n_streamers >= 1, "n_streamers", "must be >= 1")
-    _require(c.n_rooms >= c.n_streamers, "n_rooms", f"must be >= n_streamers ({c.n_streamers}): every streamer has a room")
-    _require(c.segments_per_room >= 1, "segments_per_room", "must be >= 1")
-    _require(c.room_length_sigma >= 0, "room_length_sigma", "must be >= 0")
-    _require(c.min_segments_per_room >= 1, "min_segments_per_room", "must be >= 1")
+def _validate(cfg: WorldConfig) -> None:
+    """Raise :class:`WorldConfigError` naming the first knob out of its range (fixed check order)."""
+    _validate_structure(cfg)
+    _validate_dynamics(cfg)
+    _validate_features(cfg)
+
+
+def _validate_structure(cfg: WorldConfig) -> None:
+    """Seeds, population, rooms, schedules, categories and splits (docs/WORLD.md section 3)."""
+    _require(cfg.seed >= 0, "seed", "must be >= 0")
+    _require(cfg.chain_seed is None or cfg.chain_seed >= 0, "chain_seed", "must be >= 0 or null")
+    _require(cfg.n_streamers >= 1, "n_streamers", "must be >= 1")
+    every_streamer = f"must be >= n_streamers ({cfg.n_streamers}): every streamer has a room"
+    _require(cfg.n_rooms >= cfg.n_streamers, "n_rooms", every_streamer)
+    _require(cfg.segments_per_room >= 1, "segments_per_room", "must be >= 1")
+    _require(cfg.room_length_sigma >= 0, "room_length_sigma", "must be >= 0")
+    _require(cfg.min_segments_per_room >= 1, "min_segments_per_room", "must be >= 1")
     _require(
-        c.max_segments_per_room >= c.min_segments_per_room,
+        cfg.max_segments_per_room >= cfg.min_segments_per_room,
         "max_segments_per_room",
-        f"must be >= min_segments_per_room ({c.min_segments_per_room})",
+        f"must be >= min_segments_per_room ({cfg.min_segments_per_room})",
     )
-    if c.total_segments is not None:
-        lo, hi = c.n_rooms * c.min_segments_per_room, c.n_rooms * c.max_segments_per_room
-        _require(lo <= c.total_segments <= hi, "total_segments", f"must lie in [{lo}, {hi}] for {c.n_rooms} rooms")
-    _require(c.n_days >= 1, "n_days", "must be >= 1")
-    _require(c.start_time >= 0, "start_time", "must be unix seconds >= 0")
-    _require(-24 < c.utc_offset_hours < 24, "utc_offset_hours", "must lie in (-24, 24)")
-    _require(c.schedule_jitter_hours >= 0, "schedule_jitter_hours", "must be >= 0")
-    cats = dict(c.category_weights)
-    unknown = sorted(set(cats) - set(CATEGORY_NAMES))
+    if cfg.total_segments is not None:
+        lo, hi = cfg.n_rooms * cfg.min_segments_per_room, cfg.n_rooms * cfg.max_segments_per_room
+        _require(lo <= cfg.total_segments <= hi, "total_segments", f"must lie in [{lo}, {hi}] for {cfg.n_rooms} rooms")
+    _require(cfg.n_days >= 1, "n_days", "must be >= 1")
+    _require(cfg.start_time >= 0, "start_time", "must be unix seconds >= 0")
+    _require(-24 < cfg.utc_offset_hours < 24, "utc_offset_hours", "must lie in (-24, 24)")
+    _require(cfg.schedule_jitter_hours >= 0, "schedule_jitter_hours", "must be >= 0")
+    category_weights = dict(cfg.category_weights)
+    unknown = sorted(set(category_weights) - set(CATEGORY_NAMES))
     _require(not unknown, "category_weights", f"unknown categories {unknown}; known: {list(CATEGORY_NAMES)}")
-    _require(all(w >= 0 for w in cats.values()) and sum(cats.values()) > 0, "category_weights", "weights must be >= 0, not all 0")
-    _require(c.activity_sigma >= 0, "activity_sigma", "must be >= 0")
+    weights = category_weights.values()
+    _require(all(w >= 0 for w in weights) and sum(weights) > 0, "category_weights", "weights must be >= 0, not all 0")
+    _require(cfg.activity_sigma >= 0, "activity_sigma", "must be >= 0")
     for name in ("val_fraction", "test_fraction", "cold_start_fraction"):
-        _require(0.0 <= getattr(c, name) <= 1.0, name, "must lie in [0, 1]")
-    _require(c.val_fraction + c.test_fraction < 1.0, "test_fraction", "val_fraction + test_fraction must be < 1")
-    _require(c.state_dwell >= 1.0, "state_dwell", "must be >= 1 (mean segments in a state)")
-    _require(c.highlight_rate >= 0, "highlight_rate", "must be >= 0")
-    _require(c.highlight_mean_length >= 1.0, "highlight_mean_length", "must be >= 1")
-    _require(c.highlight_max_length >= 1, "highlight_max_length", "must be >= 1")
-    effects = dict(c.state_effects)
+        _require(0.0 <= getattr(cfg, name) <= 1.0, name, "must lie in [0, 1]")
+    _require(cfg.val_fraction + cfg.test_fraction < 1.0, "test_fraction", "val_fraction + test_fraction must be < 1")
+
+
+def _validate_dynamics(cfg: WorldConfig) -> None:
+    """Hidden chain, attractiveness, CTR and audience knobs (docs/WORLD.md sections 4-6)."""
+    _require(cfg.state_dwell >= 1.0, "state_dwell", "must be >= 1 (mean segments in a state)")
+    _require(cfg.highlight_rate >= 0, "highlight_rate", "must be >= 0")
+    _require(cfg.highlight_mean_length >= 1.0, "highlight_mean_length", "must be >= 1")
+    _require(cfg.highlight_max_length >= 1, "highlight_max_length", "must be >= 1")
+    effects = dict(cfg.state_effects)
     _require(set(effects) == set(STATE_NAMES), "state_effects", f"must give exactly the states {list(STATE_NAMES)}")
     for name in ("talent_sigma", "appeal_sigma", "quality_sigma", "taste_amplitude", "trend_sigma", "ctr_cover_sigma",
                  "ctr_noise_sigma", "popularity_sigma", "traffic_amplitude", "organic_per_segment", "comment_rate",
                  "like_rate", "gift_rate", "follow_rate", "reaction_coef", "content_signal", "visual_noise",
                  "text_noise", "streamer_style_sigma", "room_style_sigma", "comment_weight"):
-        _require(getattr(c, name) >= 0, name, "must be >= 0")
-    _require(c.quality_dim >= 1, "quality_dim", "must be >= 1")
-    _require(0.0 <= c.quality_ar < 1.0, "quality_ar", "must lie in [0, 1)")
-    _require(0.0 <= c.trend_ar < 1.0, "trend_ar", "must lie in [0, 1)")
-    _require(c.exposures_per_segment > 0, "exposures_per_segment", "must be > 0")
-    _require(-1.0 <= c.popularity_appeal_corr <= 1.0, "popularity_appeal_corr", "must lie in [-1, 1]")
-    _require(0 <= c.traffic_peak_hour < 24, "traffic_peak_hour", "must lie in [0, 24)")
-    _require(c.min_viewers >= 0, "min_viewers", "must be >= 0")
+        _require(getattr(cfg, name) >= 0, name, "must be >= 0")
+    _require(cfg.quality_dim >= 1, "quality_dim", "must be >= 1")
+    _require(0.0 <= cfg.quality_ar < 1.0, "quality_ar", "must lie in [0, 1)")
+    _require(0.0 <= cfg.trend_ar < 1.0, "trend_ar", "must lie in [0, 1)")
+    _require(cfg.exposures_per_segment > 0, "exposures_per_segment", "must be > 0")
+    _require(-1.0 <= cfg.popularity_appeal_corr <= 1.0, "popularity_appeal_corr", "must lie in [-1, 1]")
+    _require(0 <= cfg.traffic_peak_hour < 24, "traffic_peak_hour", "must lie in [0, 24)")
+    _require(cfg.min_viewers >= 0, "min_viewers", "must be >= 0")
+
+
+def _validate_features(cfg: WorldConfig) -> None:
+    """Feature sizes, text lag, comment lag and lyrics (docs/WORLD.md section 7)."""
     for name in ("visual_tokens", "visual_dim", "text_dim", "map_hidden"):
-        _require(getattr(c, name) >= 1, name, "must be >= 1")
-    lag = dict(c.text_lag)
-    _require(len(lag) > 0, "text_lag", "must give at least one shift")
-    _require(all(-10 <= k <= 10 for k in lag), "text_lag", "shifts must lie in [-10, 10] segments")
-    _require(all(p >= 0 for p in lag.values()), "text_lag", "probabilities must be >= 0")
-    _require(abs(sum(lag.values()) - 1.0) < 1e-6, "text_lag", f"probabilities must sum to 1 (got {sum(lag.values()):g})")
-    _require(c.comment_lag >= 0, "comment_lag", "must be >= 0")
-    _require(0.0 <= c.lyrics_rate <= 1.0, "lyrics_rate", "must lie in [0, 1]")
+        _require(getattr(cfg, name) >= 1, name, "must be >= 1")
+    shift_probs = dict(cfg.text_lag)
+    total = sum(shift_probs.values())
+    _require(len(shift_probs) > 0, "text_lag", "must give at least one shift")
+    _require(all(-10 <= k <= 10 for k in shift_probs), "text_lag", "shifts must lie in [-10, 10] segments")
+    _require(all(p >= 0 for p in shift_probs.values()), "text_lag", "probabilities must be >= 0")
+    _require(abs(total - 1.0) < 1e-6, "text_lag", f"probabilities must sum to 1 (got {total:g})")
+    _require(cfg.comment_lag >= 0, "comment_lag", "must be >= 0")
+    _require(0.0 <= cfg.lyrics_rate <= 1.0, "lyrics_rate", "must lie in [0, 1]")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -396,7 +413,9 @@ def _load_packaged_presets() -> Dict[str, WorldConfig]:
 WORLD_PRESETS: Dict[str, WorldConfig] = _load_packaged_presets()
 
 
-def load_world_config(preset: Optional[str] = None, path: Optional[Union[str, Path]] = None, **overrides: Any) -> WorldConfig:
+def load_world_config(
+    preset: Optional[str] = None, path: Optional[Union[str, Path]] = None, **overrides: Any
+) -> WorldConfig:
     """Resolve a world config: a preset, then a user's YAML file, then keyword overrides.
 
     - ``preset``: a name from :data:`WORLD_PRESETS` (or, when ``path`` is a presets file, from
