@@ -147,12 +147,9 @@ def train_ours(name: str, data_dir: Path, run_dir: Path, args: argparse.Namespac
     cfg = train_config(
         "small",
         model=name,
-        window=1,
-        stride=1,
+        data={"window": 1, "stride": 1, "min_viewers": args.min_viewers, "label": args.label},
         epochs=args.epochs,
         batch_size=args.batch_size,
-        min_viewers=args.min_viewers,
-        label=args.label,
         optim={"lr": args.lr, "weight_decay": 0.0, "grad_clip": 0.0, "sparse_lr": args.sparse_lr},
         warmup_steps=0,
         schedule="constant",
@@ -160,7 +157,7 @@ def train_ours(name: str, data_dir: Path, run_dir: Path, args: argparse.Namespac
         checkpoint_every=0,
         eval_batch_size=4096,
         seed=args.seed,
-        model_overrides={} if args.id_dropout is None else {"id_dropout": args.id_dropout},
+        model={"overrides": {} if args.id_dropout is None else {"id_dropout": args.id_dropout}},
     )
     summary = train(data_dir, run_dir, cfg, progress=False)
     seconds = sum(e["epoch_seconds"] for e in summary["history"])

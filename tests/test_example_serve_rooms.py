@@ -21,7 +21,7 @@ def run_and_world(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("serve")
     write_world(generate_world(load_world_config(preset="tiny")), root / "world")
-    train(root / "world", root / "run", train_config("tiny", epochs=1, loss="point", model_overrides={"use_counters": True}), progress=False)
+    train(root / "world", root / "run", train_config("tiny", epochs=1, loss="point", model={"overrides": {"use_counters": True}}), progress=False)
     return root / "run", root / "world"
 
 

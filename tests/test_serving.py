@@ -31,7 +31,7 @@ TOL = 1e-5
 
 CONFIGS = {
     "paper": {},  # the papers' inputs and loss
-    "engagement": {"loss": "point", "model_overrides": {"use_counters": True, "engagement_skip": True}},
+    "engagement": {"loss": "point", "model": {"overrides": {"use_counters": True, "engagement_skip": True}}},
 }
 
 

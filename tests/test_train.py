@@ -52,7 +52,7 @@ def test_run_directory_holds_everything(trained):
     for name in ("config.json", "metrics.jsonl", "steps.jsonl", "loss_curve.png", "model.pt", "summary.json", "vocab.npz"):
         assert (run / name).exists(), name
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["seed"] == 0 and "torch" in cfg["versions"] and cfg["train"]["model"] == "content"
+    assert cfg["seed"] == 0 and "torch" in cfg["versions"] and cfg["train"]["model"]["name"] == "content"
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in epochs] == list(range(1, summary["epochs"] + 1))
     assert all(np.isfinite(e["val_tau"]) for e in epochs)
@@ -231,7 +231,7 @@ def every_model_trained(tiny_world, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("every_model")
     return {
-        name: (root / name, train(tiny_world, root / name, train_config("tiny", model=name, epochs=1, stride=5), progress=False))
+        name: (root / name, train(tiny_world, root / name, train_config("tiny", {"data.stride": 5}, model=name, epochs=1), progress=False))
         for name in list_models()
     }
 

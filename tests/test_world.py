@@ -452,7 +452,7 @@ def test_write_world_writes_every_file(tiny_written, tiny):
 
 
 def test_written_world_passes_validation(tiny_written, tmp_path, default_world):
-    validate = pytest.importorskip("kuaihl_rec.data.validate")
+    from kuaihl_rec.data import validate
     out, _ = tiny_written
     report = validate.validate_path(out)
     assert report.ok, report.format()

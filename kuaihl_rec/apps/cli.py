@@ -140,17 +140,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     from kuaihl_rec.train.config import train_config
     from kuaihl_rec.train.loop import train
 
-    overrides = _parse_overrides(args.set)
-    model_overrides = {k[len("model."):]: v for k, v in overrides.items() if k.startswith("model.")}
-    optim = {k[len("optim."):]: v for k, v in overrides.items() if k.startswith("optim.")}
-    plain = {k: v for k, v in overrides.items() if "." not in k}
-    if model_overrides:
-        plain["model_overrides"] = model_overrides
-    if optim:
-        plain["optim"] = optim
+    # --set a.b=c paths of the config tree (kuaihl_rec/train/config.py): data.stride=8, optim.lr=1e-3,
+    # model.use_counters=true (a model key: model.overrides.use_counters), epochs=2
+    changes = _parse_overrides(args.set)
     if args.loss:
-        plain["loss"] = args.loss
-    cfg = train_config(args.preset, model=args.model, **plain)
+        changes["loss"] = args.loss
+    try:
+        cfg = train_config(args.preset, changes, model=args.model)
+    except ValueError as exc:
+        raise SystemExit(f"kuaihl train: {exc}") from None
     summary = train(Path(args.data), Path(args.out), cfg, resume=args.resume, progress=not args.quiet)
     import torch.distributed as dist
 
@@ -339,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--preset", default="small", help="training preset: small (CPU default), paper, tiny")
     p.add_argument("--loss", default=None, help="loss preset (default: the model's own)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. --set epochs=2 --set model.d=32 --set optim.lr=3e-4")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. --set epochs=2 --set data.stride=8 --set model.d=32 --set optim.lr=3e-4")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.set_defaults(func=cmd_train)
 

@@ -120,8 +120,9 @@ def entries_for(names: Optional[Sequence[str]]) -> List[Entry]:
 def _train_and_eval(data_dir: Path, run_dir: Path, entry: Entry, lr: float, seed: int, budget: CompareBudget, progress: bool) -> Dict[str, Any]:
 
     cfg = train_config(
-        "small", model=entry.model, loss=entry.loss, model_overrides=dict(entry.overrides), epochs=budget.epochs, stride=budget.stride, batch_size=budget.batch_size,
-        patience=budget.patience, seed=seed, optim={"lr": lr}, checkpoint_every=0, keep_checkpoints=1,
+        "small", {"data.stride": budget.stride}, model={"name": entry.model, "overrides": dict(entry.overrides)}, loss=entry.loss,
+        epochs=budget.epochs, batch_size=budget.batch_size, patience=budget.patience, seed=seed, optim={"lr": lr},
+        checkpoint_every=0, keep_checkpoints=1,
     )
     if (run_dir / "test.json").exists() and (run_dir / "summary.json").exists():
         saved = json.loads((run_dir / "config.json").read_text())["train"]

@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from kuaihl_rec.config import from_dict as config_from_dict
 from kuaihl_rec.data.batch import LiveBatch, make_id_features
 from kuaihl_rec.data.io import DataError
 from kuaihl_rec.data.schema import COUNTER_COLUMNS, LABEL_DELAY_SEGMENTS, SPLITS, FeatureSizes
@@ -71,7 +72,7 @@ class WindowConfig:
     def from_dict(cls, saved: Dict[str, object]) -> "WindowConfig":
         """The config saved as JSON (``dataclasses.asdict``; lists back to tuples), e.g. a run's
         ``config.json["window"]``; keys missing from older runs take their defaults."""
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items()})
+        return config_from_dict(cls, saved)
 
     @property
     def observed_delay(self) -> int:

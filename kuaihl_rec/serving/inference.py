@@ -59,6 +59,7 @@ from kuaihl_rec.data.schema import COUNTER_COLUMNS
 from kuaihl_rec.data.windows import WindowConfig
 from kuaihl_rec.model.content import ContentCTR
 from kuaihl_rec.serving.lookup import VocabLookup
+from kuaihl_rec.train.config import TrainConfig
 from kuaihl_rec.train.evaluate import load_trained_model
 
 INPUT_NAMES = ("visual", "text", "counters", "observed", "timestamp", "segment", "streamer_id", "lengths")
@@ -230,7 +231,8 @@ def load_inference(run_dir: Path, device: Optional[torch.device] = None) -> Cont
     model, saved = load_trained_model(run_dir)
     vocab = np.load(vocab_path)
     wcfg = WindowConfig.from_dict(saved["window"])
-    module = ContentInference(model, vocab["streamer"], label_delay=wcfg.observed_delay, model_name=saved["train"]["model"], window_config=wcfg)
+    module = ContentInference(model, vocab["streamer"], label_delay=wcfg.observed_delay, model_name=TrainConfig.from_dict(saved["train"]).model.name,
+                              window_config=wcfg)
     module.eval()
     if device is not None:
         module.to(device)

@@ -1,21 +1,51 @@
-"""Training configuration: a frozen dataclass with named presets."""
+"""Training configuration: one nested tree of frozen dataclasses with named presets.
+
+::
+
+    TrainConfig
+      model: ModelChoice      name (registry), overrides (create_model keywords)
+      data:  WindowConfig     window, stride, min_viewers, label, split, label_delay (kuaihl_rec.data.windows)
+      optim: OptimConfig      dense AdamW + fused row-wise Adagrad (kuaihl_rec.train.sharding)
+      loss, epochs, batch_size, warmup_steps, schedule, patience, checkpoint_every, ...
+
+Read, written and changed with :mod:`kuaihl_rec.config` (``to_dict`` / ``from_dict`` /
+``set_path``), which ``kuaihl train --set a.b=c`` uses too: ``--set data.stride=8``,
+``--set optim.lr=1e-3``, ``--set model.use_counters=true`` (a model key: short for
+``model.overrides.use_counters``). A run's ``config.json["train"]`` loads back as the same
+config (:meth:`TrainConfig.from_dict`), also from runs written before the tree (flat ``window``,
+``stride``, ``min_viewers``, ``label``, ``model`` as a string and ``model_overrides``).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
+from kuaihl_rec import config as configs
+from kuaihl_rec.data.windows import WindowConfig
 from kuaihl_rec.train.sharding import OptimConfig
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Everything that decides a training run (saved as ``RUN/config.json``).
+class ModelChoice:
+    """Which registered model a run trains: ``name`` and its ``overrides`` (sorted key/value pairs)."""
 
-    model / model_overrides   registry name and keyword overrides (``create_model``)
-    loss                      loss preset (``kuaihl_rec.losses.LOSS_PRESETS``); None = the model's ``default_loss``
+    SHORTHAND = "name"  # model="deepfm" means ModelChoice(name="deepfm")
+
+    name: str = "content"
+    overrides: Tuple[Tuple[str, Any], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run (saved as ``RUN/config.json["train"]``).
+
+    model                     :class:`ModelChoice` (registry name and keyword overrides)
+    data                      :class:`~kuaihl_rec.data.windows.WindowConfig`: how samples are cut
+                              (MODEL_SPEC section 1), including ``label_delay``
+    loss                      loss preset (``kuaihl_rec.losses.LOSS_PRESETS``); None = the model's
+                              registry default
     epochs, batch_size        ``batch_size`` is the *global* batch (split evenly over ranks)
-    window, stride, min_viewers, label   windowing (MODEL_SPEC section 1)
     optim                     dense AdamW + fused row-wise Adagrad (``OptimConfig``)
     warmup_steps, schedule    linear warm-up then "cosine" (ContentCTR-HL) or "constant"
     patience                  early stopping: epochs without a better validation tau-b
@@ -23,15 +53,11 @@ class TrainConfig:
     amp                       "auto" (bf16 autocast on CUDA, off on CPU), "bf16" or "off"
     """
 
-    model: str = "content"
-    model_overrides: Tuple[Tuple[str, Any], ...] = ()
+    model: ModelChoice = ModelChoice()
+    data: WindowConfig = WindowConfig(stride=4)
     loss: Optional[str] = None
     epochs: int = 4
     batch_size: int = 48
-    window: int = 20
-    stride: int = 4
-    min_viewers: int = 60
-    label: str = "lvtr"
     optim: OptimConfig = OptimConfig()
     warmup_steps: int = 30
     schedule: str = "cosine"
@@ -53,25 +79,34 @@ class TrainConfig:
 
     @property
     def overrides(self) -> Dict[str, Any]:
-        return dict(self.model_overrides)
+        """The model's keyword overrides as a dict."""
+        return dict(self.model.overrides)
 
     def to_dict(self) -> Dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["model_overrides"] = dict(self.model_overrides)
-        return d
+        return configs.to_dict(self)
 
     @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
-        d = dict(d)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown training config keys: {unknown}; known: {sorted(known)}")
-        if "optim" in d and isinstance(d["optim"], dict):
-            d["optim"] = OptimConfig(**d["optim"])
-        if "model_overrides" in d and isinstance(d["model_overrides"], dict):
-            d["model_overrides"] = tuple(sorted(d["model_overrides"].items()))
-        return cls(**d)
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        """The config :meth:`to_dict` wrote (or a pre-tree run's flat layout, see the module docstring)."""
+        return configs.from_dict(cls, _upgrade(d))
+
+
+# The flat layout of runs written before the config tree: key -> its path in the tree.
+_FLAT_KEYS = {"window": "data.window", "stride": "data.stride", "min_viewers": "data.min_viewers", "label": "data.label"}
+
+
+def _upgrade(d: Mapping[str, Any]) -> Dict[str, Any]:
+    d = dict(d)
+    if isinstance(d.get("model"), str) or "model_overrides" in d:
+        d["model"] = {"name": d.get("model", "content") if isinstance(d.get("model"), str) else d["model"]["name"],
+                      "overrides": dict(d.pop("model_overrides", {}) or {})}
+    data = dict(d.get("data", {}))
+    for flat, dotted in _FLAT_KEYS.items():
+        if flat in d:
+            data[dotted.split(".", 1)[1]] = d.pop(flat)
+    if data:
+        d["data"] = {**configs.to_dict(WindowConfig(stride=4)), **data}
+    return d
 
 
 TRAIN_PRESETS: Dict[str, TrainConfig] = {
@@ -79,28 +114,28 @@ TRAIN_PRESETS: Dict[str, TrainConfig] = {
     "small": TrainConfig(),
     # The papers' optimisation (Adam lr 5e-5, 12 epochs, global batch 48) with the paper-size model.
     "paper": TrainConfig(
-        model_overrides=(("preset", "paper"),),
+        model=ModelChoice(overrides=(("preset", "paper"),)),
+        data=WindowConfig(stride=1),
         epochs=12,
         batch_size=48,
-        stride=1,
         optim=OptimConfig(lr=5e-5, weight_decay=0.0),
         warmup_steps=500,
     ),
     # Seconds-long runs for tests and examples.
-    "tiny": TrainConfig(epochs=2, batch_size=8, window=10, stride=2, warmup_steps=2, checkpoint_every=0, eval_batch_size=64),
+    "tiny": TrainConfig(data=WindowConfig(window=10, stride=2), epochs=2, batch_size=8, warmup_steps=2,
+                        checkpoint_every=0, eval_batch_size=64),
 }
 
 
-def train_config(preset: str = "small", **overrides: Any) -> TrainConfig:
+def train_config(preset: str = "small", changes: Optional[Mapping[str, Any]] = None, **fields: Any) -> TrainConfig:
+    """The preset ``preset`` with ``changes`` (dotted paths, as ``--set`` gives them) and ``fields``
+    (top-level fields; a dict for a section is merged into it, ``model="name"`` names the model)
+    applied, e.g. ``train_config("tiny", {"data.stride": 5}, model="deepfm", epochs=1)``.
+    An unknown key is a ValueError naming it (and the section it belongs to, when it is one level down)."""
     if preset not in TRAIN_PRESETS:
         raise KeyError(f"unknown training preset {preset!r}; known: {sorted(TRAIN_PRESETS)}")
-    base = TRAIN_PRESETS[preset]
-    if "model_overrides" in overrides and isinstance(overrides["model_overrides"], dict):
-        overrides["model_overrides"] = tuple(sorted(overrides["model_overrides"].items()))
-    if "optim" in overrides and isinstance(overrides["optim"], dict):
-        overrides["optim"] = dataclasses.replace(base.optim, **overrides["optim"])
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"unknown training config keys: {unknown}; known: {sorted(known)}")
-    return dataclasses.replace(base, **overrides)
+    cfg = TRAIN_PRESETS[preset]
+    if "model" in fields and isinstance(fields["model"], str):  # keep the preset's overrides
+        cfg = configs.set_path(cfg, "model.name", fields.pop("model"))
+    cfg = configs.apply(cfg, fields)
+    return configs.apply(cfg, dict(changes or {}))

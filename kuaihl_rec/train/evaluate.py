@@ -40,6 +40,7 @@ from kuaihl_rec.data.windows import (
 )
 from kuaihl_rec.metrics import evaluate_segments
 from kuaihl_rec.model import create_model
+from kuaihl_rec.train.config import TrainConfig
 from kuaihl_rec.train.loop import plain_scorer, score_split
 
 logger = logging.getLogger(__name__)
@@ -53,12 +54,12 @@ def load_trained_model(run_dir: Path):
     payload = torch.load(path, weights_only=False, map_location="cpu")
     saved = payload["config"]
     spec = BatchSpec(**saved["spec"])
-    overrides = dict(saved["train"]["model_overrides"])
-    model = create_model(saved["train"]["model"], spec, **overrides)
+    choice = TrainConfig.from_dict(saved["train"]).model
+    model = create_model(choice.name, spec, **dict(choice.overrides))
     state = {k[len("model."):]: v for k, v in payload["state_dict"].items() if k.startswith("model.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"{path}: checkpoint does not match model {saved['train']['model']!r}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ValueError(f"{path}: checkpoint does not match model {choice.name!r}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.eval()
     return model, saved
 
@@ -121,7 +122,7 @@ def evaluate_run(run_dir: Path, data_dir: Path, split: str = "test", json_out: O
     a = windows.arr
     refs = reference_scores(a.live_id, a.segment, a.label, scored["live_id"], scored["segment"], windows.cfg.observed_delay)
     reference = {name: evaluate_segments(scored["label"], score, room_ids=scored["live_id"]) for name, score in refs.items()}
-    result: Dict[str, Any] = {"model": saved["train"]["model"], "run": str(run_dir), "data": str(data_dir), "split": split, **metrics, "reference": reference}
+    result: Dict[str, Any] = {"model": TrainConfig.from_dict(saved["train"]).model.name, "run": str(run_dir), "data": str(data_dir), "split": split, **metrics, "reference": reference}
     if json_out:
         atomic_write_json(json_out, result)
     if predictions_out:

@@ -125,8 +125,8 @@ def load_run_data(data_dir: Path, cfg: TrainConfig) -> RunData:
     data_dir = Path(data_dir)
     if not data_dir.exists():
         raise DataError(f"{data_dir}: the data directory does not exist (create one with `kuaihl world --out {data_dir}`)")
-    table, sizes, report = load_segments(data_dir, min_viewers=cfg.min_viewers)
-    wcfg = WindowConfig(window=cfg.window, stride=cfg.stride, min_viewers=cfg.min_viewers, label=cfg.label)
+    wcfg = cfg.data
+    table, sizes, report = load_segments(data_dir, min_viewers=wcfg.min_viewers)
     arr = SegmentArrays.from_table(table, sizes, wcfg)
     splits = window_splits(arr, wcfg, {"train": "train", "val": "eval"})
     if len(splits["train"]) == 0:
@@ -164,12 +164,12 @@ def _lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
 
 def build_model(cfg: TrainConfig, spec: BatchSpec, seed: Optional[int] = None) -> torch.nn.Module:
     torch.manual_seed(cfg.seed if seed is None else seed)
-    return create_model(cfg.model, spec, **cfg.overrides)
+    return create_model(cfg.model.name, spec, **cfg.overrides)
 
 
 def loss_preset_for(cfg: TrainConfig, model: torch.nn.Module) -> str:
     """The loss preset of a run: the config's, else the model's registry entry's default."""
-    return cfg.loss or model_info(cfg.model).default_loss
+    return cfg.loss or model_info(cfg.model.name).default_loss
 
 
 def _fresh_state() -> Dict[str, Any]:
