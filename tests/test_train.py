@@ -53,6 +53,9 @@ def test_run_directory_holds_everything(trained):
         assert (run / name).exists(), name
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["seed"] == 0 and "torch" in cfg["versions"] and cfg["train"]["model"]["name"] == "content"
+    from kuaihl_rec.train.config import TrainConfig, train_config
+
+    assert TrainConfig.from_dict(cfg["train"]) == train_config("tiny", checkpoint_every=10)  # loads back as the same config
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in epochs] == list(range(1, summary["epochs"] + 1))
     assert all(np.isfinite(e["val_tau"]) for e in epochs)
