@@ -14,6 +14,7 @@ Heavy libraries are imported inside the commands so ``kuaihl --help`` stays fast
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -208,6 +209,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_ab(args: argparse.Namespace) -> int:
     # lazy: each command imports only what it runs (kuaihl --help must not load torch)
+    from kuaihl_rec.train.evaluate import evaluate_run
     from ranking.experiment import run_ab
 
     days: Any = args.days
@@ -218,7 +220,10 @@ def cmd_ab(args: argparse.Namespace) -> int:
     # lazy: each command imports only what it runs (kuaihl --help must not load torch)
     from ranking.report import summary_lines
 
-    result = run_ab(args.world, args.out, args.config, n_users=args.users, days=days, seed=args.seed, progress=not args.quiet, sweep=not args.no_sweep)
+    # ranking never imports the trainer: a term naming a run directory is scored by evaluate_run, handed in here
+    score_run = functools.partial(evaluate_run, progress=not args.quiet)
+    result = run_ab(args.world, args.out, args.config, n_users=args.users, days=days, seed=args.seed,
+                    progress=not args.quiet, sweep=not args.no_sweep, score_run=score_run)
     print("\n".join(summary_lines(result)))
     print(f"ab: {Path(args.out) / 'ab.json'}\nreport: {Path(args.out) / 'report.md'}")
     return 0 if result else 1
@@ -292,18 +297,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kuaihl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    # the same two flags are accepted after the command too (kuaihl train ... -q)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
-    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add = sub.add_parser
-    sub.add_parser = lambda *a, **k: _add(*a, parents=[common], **k)  # type: ignore[method-assign]
-
+def _add_data_commands(sub) -> None:
+    """world, validate, klive, extract: the data contract."""
     p = sub.add_parser("world", help="generate the synthetic live-streaming world")
     p.add_argument("--preset", default=None, help="named preset from kuaihl_rec/configs/world.yaml (default: 'default')")
     p.add_argument("--config", default=None, help="a YAML world config (may name a base 'preset:')")
@@ -331,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.set_defaults(func=cmd_extract)
 
+
+def _add_model_commands(sub) -> None:
+    """train, eval, compare, models."""
     p = sub.add_parser("train", help="train a registered model (single process or under torchrun)")
     p.add_argument("model", help="registry name, e.g. content, kuaihl, wide_deep (see `kuaihl models`)")
     p.add_argument("--data", required=True, help="segment table directory")
@@ -359,6 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once in worker processes, each with cpu_count/jobs threads (default 1)")
     p.set_defaults(func=cmd_compare)
 
+    p = sub.add_parser("models", help="list the registered models")
+    p.set_defaults(func=cmd_models)
+
+
+def _add_ranking_commands(sub) -> None:
+    """ab: offline A/B of a ranking change."""
     p = sub.add_parser("ab", help="offline A/B test of a ranking change on the world's hidden truth")
     p.add_argument("--world", required=True, help="world directory (its test rooms are simulated)")
     p.add_argument("--out", required=True)
@@ -369,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-sweep", action="store_true", help="skip the weight sweep")
     p.set_defaults(func=cmd_ab)
 
+
+def _add_serving_commands(sub) -> None:
+    """replay, export: the serving path."""
     p = sub.add_parser("replay", help="stream a world's rooms tick by tick through the streaming scorer -> predictions")
     p.add_argument("run", help="a finished `kuaihl train` run of a content model")
     p.add_argument("--world", "--data", dest="world", required=True, help="world / segment table directory")
@@ -385,15 +392,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-aoti", action="store_true", help="skip the AOTInductor compilation (about 30-60 s on a CPU)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("models", help="list the registered models")
-    p.set_defaults(func=cmd_models)
 
+def _add_demo_command(sub) -> None:
+    """demo: the main job on the embedded default."""
     p = sub.add_parser("demo", help="run the main job on the embedded default world, with a report")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--preset", default="default", help="world preset")
     p.add_argument("--quick", action="store_true", help="stop after world -> validate -> windows (no training, no A/B)")
     p.add_argument("--users", type=int, default=100_000, help="simulated users in the A/B stage")
     p.set_defaults(func=cmd_demo)
+
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``kuaihl`` parser: global flags, then one sub-command per ``cmd_*`` function."""
+    parser = argparse.ArgumentParser(prog="kuaihl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    # the same two flags are accepted after the command too (kuaihl train ... -q)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add = sub.add_parser
+    sub.add_parser = lambda *a, **k: _add(*a, parents=[common], **k)  # type: ignore[method-assign]
+
+    _add_data_commands(sub)
+    _add_model_commands(sub)
+    _add_ranking_commands(sub)
+    _add_serving_commands(sub)
+    _add_demo_command(sub)
     return parser
 
 
@@ -413,8 +441,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     except ValueError as exc:  # ServingInputError, NotServable, a bad saved state: one line unless -v
         # lazy: each command imports only what it runs (kuaihl --help must not load torch)
-        from kuaihl_rec.serving.inputs import ServingInputError
         from kuaihl_rec.serving.inference import NotServable
+        from kuaihl_rec.serving.inputs import ServingInputError
 
         if args.verbose or not (isinstance(exc, (ServingInputError, NotServable)) or args.command in ("replay", "export")):
             raise

@@ -20,11 +20,12 @@ the report says so.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 from kuaihl_rec.apps.compare import CompareBudget, run_compare
 from kuaihl_rec.data.io import DataError, atomic_write_bytes, atomic_write_json
@@ -36,6 +37,7 @@ from kuaihl_rec.data.world import (
     summarize_world,
     write_world,
 )
+from kuaihl_rec.train.evaluate import evaluate_run
 from ranking.experiment import run_ab
 
 logger = logging.getLogger(__name__)
@@ -51,107 +53,143 @@ def _table(rows, header) -> str:
 DEMO_MODELS = ("content", "content+engagement+point", "dcn_m")
 
 
-def run_demo(out_dir: Path, preset: str = "default", progress: bool = True, quick: bool = False, n_users: int = 100_000) -> Path:
-    """Run the demo chain into ``out_dir``; returns the path of ``report.md``."""
+class _Stages:
+    """The demo's state as it goes through its stages (module docstring): outputs, summary, timings."""
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    timings: Dict[str, float] = {}
-    summary: Dict[str, Any] = {"data": "synthetic (kuaihl world)", "preset": preset}
+    def __init__(self, out_dir: Path, preset: str, progress: bool) -> None:
+        self.out_dir, self.preset, self.progress = out_dir, preset, progress
+        self.timings: Dict[str, float] = {}
+        self.summary: Dict[str, Any] = {"data": "synthetic (kuaihl world)", "preset": preset}
+        self.compare_lines: List[str] = []
+        self.ab_lines: List[str] = []
 
-    t0 = time.perf_counter()
-    cfg = load_world_config(preset=preset)
-    world = generate_world(cfg, progress=progress)
-    world_paths = write_world(world, out_dir / "world")
-    summary["world"] = summarize_world(world)
-    timings["world"] = time.perf_counter() - t0
-    logger.info("[1/5] world: %d segments in %.1f s -> %s", world.segments.num_rows, timings["world"], out_dir / "world")
+    def timed(self, name: str, t0: float) -> float:
+        self.timings[name] = time.perf_counter() - t0
+        return self.timings[name]
 
-    t0 = time.perf_counter()
-    try:
-        table, sizes, report = load_segments(out_dir / "world", min_viewers=cfg.min_viewers)
-    except DataError:
-        logger.error("the generated world failed validation; see %s", out_dir / "validation.json")
-        raise
-    atomic_write_json(out_dir / "validation.json", report.to_dict())
-    timings["validate"] = time.perf_counter() - t0
-    logger.info("[2/5] validate: ok in %.1f s", timings["validate"])
-
-    t0 = time.perf_counter()
-    wcfg = WindowConfig(window=20, stride=1, min_viewers=cfg.min_viewers)
-    arr = SegmentArrays.from_table(table, sizes, wcfg)
-    splits = window_splits(arr, wcfg)
-    summary["windows"] = {name: s.stats.to_dict() for name, s in splits.items()}
-    timings["windows"] = time.perf_counter() - t0
-    logger.info("[3/5] windows: %s", ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
-
-    compare_lines: list = []
-    ab_lines: list = []
-    if not quick:
-
+    def world(self) -> None:
+        """1. generate and write the synthetic world."""
         t0 = time.perf_counter()
+        self.cfg = load_world_config(preset=self.preset)
+        world = generate_world(self.cfg, progress=self.progress)
+        self.world_paths = write_world(world, self.out_dir / "world")
+        self.summary["world"] = summarize_world(world)
+        seconds = self.timed("world", t0)
+        logger.info("[1/5] world: %d segments in %.1f s -> %s", world.segments.num_rows, seconds, self.out_dir / "world")
+
+    def validate(self) -> None:
+        """2. the data contract (``validation.json``)."""
+        t0 = time.perf_counter()
+        try:
+            self.table, self.sizes, self.report = load_segments(self.out_dir / "world", min_viewers=self.cfg.min_viewers)
+        except DataError:
+            logger.error("the generated world failed validation; see %s", self.out_dir / "validation.json")
+            raise
+        atomic_write_json(self.out_dir / "validation.json", self.report.to_dict())
+        logger.info("[2/5] validate: ok in %.1f s", self.timed("validate", t0))
+
+    def windows(self) -> None:
+        """3. train / val / test windows, with their counts."""
+        t0 = time.perf_counter()
+        wcfg = WindowConfig(window=20, stride=1, min_viewers=self.cfg.min_viewers)
+        splits = window_splits(SegmentArrays.from_table(self.table, self.sizes, wcfg), wcfg)
+        self.summary["windows"] = {name: s.stats.to_dict() for name, s in splits.items()}
+        self.timed("windows", t0)
+        logger.info("[3/5] windows: %s", ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+
+    def compare(self) -> None:
+        """4. the demo models trained and scored (``compare/``)."""
+        t0, out = time.perf_counter(), self.out_dir
         budget = CompareBudget(epochs=3, seeds=1, lr_grid=(1e-3,))
-        compare_report = run_compare([out_dir / "world"], out_dir / "compare", models=list(DEMO_MODELS), budget=budget, progress=progress, jobs=2)
-        results = json.loads((out_dir / "compare" / "results.json").read_text())
-        summary["compare"] = {k: {m: v["mean"] for m, v in r.items()} for k, r in results["worlds"]["world"]["models"].items()}
-        summary["references"] = results["worlds"]["world"]["references"]
-        timings["compare"] = time.perf_counter() - t0
-        logger.info("[4/5] compare: %s in %.0f s -> %s", ", ".join(DEMO_MODELS), timings["compare"], compare_report)
-        compare_lines = (out_dir / "compare" / "report.md").read_text().split("\n")[2:]
-        compare_lines = [line.replace("](fig", "](compare/fig") for line in compare_lines]
+        compare_report = run_compare([out / "world"], out / "compare", models=list(DEMO_MODELS), budget=budget,
+                                     progress=self.progress, jobs=2)
+        self.results = json.loads((out / "compare" / "results.json").read_text())
+        world = self.results["worlds"]["world"]
+        self.summary["compare"] = {k: {m: v["mean"] for m, v in r.items()} for k, r in world["models"].items()}
+        self.summary["references"] = world["references"]
+        seconds = self.timed("compare", t0)
+        logger.info("[4/5] compare: %s in %.0f s -> %s", ", ".join(DEMO_MODELS), seconds, compare_report)
+        lines = (out / "compare" / "report.md").read_text().split("\n")[2:]
+        self.compare_lines = [line.replace("](fig", "](compare/fig") for line in lines]
 
-        t0 = time.perf_counter()
-        content_run = results["worlds"]["world"]["runs"]["content"][0]
+    def ab(self, n_users: int) -> None:
+        """5. the offline A/B of adding the content score (``ab/``)."""
+        t0, out = time.perf_counter(), self.out_dir
+        content_run = self.results["worlds"]["world"]["runs"]["content"][0]
         arms = {"terms": {"ctr": {"source": "cum_ctr", "calibrate": "auto", "missing": "carry"},
                           "lvtr": {"source": "cum_lvtr", "calibrate": "auto", "missing": "carry"},
                           "content": {"source": content_run, "calibrate": "auto", "missing": "carry"}}}
-        ab = run_ab(out_dir / "world", out_dir / "ab", arms, n_users=n_users, seed=0, progress=progress)
-        summary["ab"] = {k: ab[k] for k in ("srm", "sanity") if k in ab}
-        timings["ab"] = time.perf_counter() - t0
-        logger.info("[5/5] ab: %.0f s -> %s", timings["ab"], out_dir / "ab" / "report.md")
-        ab_lines = [line.replace("](figures/", "](ab/figures/") for line in (out_dir / "ab" / "report.md").read_text().split("\n")[1:]]
+        score_run = functools.partial(evaluate_run, progress=self.progress)  # ranking receives the scoring function
+        ab = run_ab(out / "world", out / "ab", arms, n_users=n_users, seed=0, progress=self.progress, score_run=score_run)
+        self.summary["ab"] = {k: ab[k] for k in ("srm", "sanity") if k in ab}
+        logger.info("[5/5] ab: %.0f s -> %s", self.timed("ab", t0), out / "ab" / "report.md")
+        lines = (out / "ab" / "report.md").read_text().split("\n")[1:]
+        self.ab_lines = [line.replace("](figures/", "](ab/figures/") for line in lines]
 
-    summary["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
-    summary["validation"] = report.to_dict()
-    atomic_write_json(out_dir / "demo_summary.json", summary)
+    def write_report(self) -> Path:
+        """6. ``demo_summary.json`` and ``report.md``."""
+        summary, out = self.summary, self.out_dir
+        summary["timings_s"] = {k: round(v, 2) for k, v in self.timings.items()}
+        summary["validation"] = self.report.to_dict()
+        atomic_write_json(out / "demo_summary.json", summary)
+        figure = self.world_paths.get("figure")
+        lines = [
+            "# kuaihl demo report",
+            "",
+            f"All numbers below are on **synthetic data** (`kuaihl world --preset {self.preset}`), not on a real platform.",
+            "",
+            "## World",
+            "",
+            "```",
+            self.report.format(),
+            "```",
+            "",
+            "World summary (label statistics to compare with KLive's):",
+            "",
+            "```json",
+            json.dumps(summary["world"], indent=2, default=str),
+            "```",
+            "",
+            f"![one room's timeline]({Path(figure).relative_to(out)})" if figure else "",
+            "",
+            "## Windows (n = 20, left-shifted labels, viewer filter)",
+            "",
+            self._window_table(),
+            "",
+            *self._section("## Content models vs ID baseline (test rooms, 1 seed, small presets)", "compare/report.md",
+                           self.compare_lines),
+            *self._section("## Offline A/B (simulated feed on the test rooms)", "ab/report.md", self.ab_lines),
+            "## Timings",
+            "",
+            _table([[k, f"{v:.1f} s"] for k, v in self.timings.items()], ["stage", "time"]),
+            "",
+        ]
+        report_path = out / "report.md"
+        atomic_write_bytes(report_path, "\n".join(lines).encode())
+        return report_path
 
-    ws = summary["world"]
-    lines = [
-        "# kuaihl demo report",
-        "",
-        f"All numbers below are on **synthetic data** (`kuaihl world --preset {preset}`), not on a real platform.",
-        "",
-        "## World",
-        "",
-        "```",
-        report.format(),
-        "```",
-        "",
-        "World summary (label statistics to compare with KLive's):",
-        "",
-        "```json",
-        json.dumps(ws, indent=2, default=str),
-        "```",
-        "",
-        f"![one room's timeline]({Path(world_paths['figure']).relative_to(out_dir)})" if "figure" in world_paths else "",
-        "",
-        "## Windows (n = 20, left-shifted labels, viewer filter)",
-        "",
-        _table(
-            [
-                [name, st["mode"], st["n_rooms"], st["n_windows"], st["n_targets"], st["targets_below_min_viewers"], st["windows_dropped_low_viewers"], st["n_scored_targets"]]
-                for name, st in summary["windows"].items()
-            ],
-            ["split", "mode", "rooms", "windows", "targets", f"targets < {cfg.min_viewers} viewers (masked)", "windows dropped", "targets scored (eval)"],
-        ),
-        "",
-        *(["## Content models vs ID baseline (test rooms, 1 seed, small presets)", "", f"Full report: `compare/report.md`.", ""] + compare_lines if compare_lines else []),
-        *(["## Offline A/B (simulated feed on the test rooms)", "", "Full report: `ab/report.md`.", ""] + ab_lines if ab_lines else []),
-        "## Timings",
-        "",
-        _table([[k, f"{v:.1f} s"] for k, v in timings.items()], ["stage", "time"]),
-        "",
-    ]
-    report_path = out_dir / "report.md"
-    atomic_write_bytes(report_path, "\n".join(lines).encode())
-    return report_path
+    def _window_table(self) -> str:
+        keys = ("mode", "n_rooms", "n_windows", "n_targets", "targets_below_min_viewers", "windows_dropped_low_viewers",
+                "n_scored_targets")
+        header = ["split", "mode", "rooms", "windows", "targets", f"targets < {self.cfg.min_viewers} viewers (masked)",
+                  "windows dropped", "targets scored (eval)"]
+        return _table([[name] + [stats[k] for k in keys] for name, stats in self.summary["windows"].items()], header)
+
+    @staticmethod
+    def _section(title: str, full_report: str, lines: List[str]) -> List[str]:
+        return [title, "", f"Full report: `{full_report}`.", ""] + lines if lines else []
+
+
+def run_demo(out_dir: Path, preset: str = "default", progress: bool = True, quick: bool = False,
+             n_users: int = 100_000) -> Path:
+    """Run the demo chain into ``out_dir``; returns the path of ``report.md``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stages = _Stages(out_dir, preset, progress)
+    stages.world()
+    stages.validate()
+    stages.windows()
+    if not quick:
+        stages.compare()
+        stages.ab(n_users)
+    return stages.write_report()
