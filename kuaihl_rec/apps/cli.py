@@ -27,7 +27,9 @@ logger = logging.getLogger("kuaihl")
 
 def _setup_logging(verbose: bool) -> None:
     """Our loggers at INFO (DEBUG with -v); everything else (torchrec, fbgemm) at WARNING."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     for name in ("kuaihl", "kuaihl_rec", "baselines", "ranking"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
     # torchrec triggers a deprecation message from torch.fx at import time (see ENVIRONMENT.md).
@@ -154,8 +156,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     if not dist.is_initialized() or dist.get_rank() == 0:
-        print(f"run: {args.out} (best val tau-b {summary['best_val_tau']:.4f} after {summary['epochs']} epoch(s), {summary['steps']} steps)")
-        print(f"model: {Path(args.out) / 'model.pt'}  curves: {Path(args.out) / 'loss_curve.png'}  metrics: {Path(args.out) / 'metrics.jsonl'}")
+        print(
+            f"run: {args.out} (best val tau-b {summary['best_val_tau']:.4f} after {summary['epochs']} epoch(s), "
+            f"{summary['steps']} steps)"
+        )
+        print(
+            f"model: {Path(args.out) / 'model.pt'}  curves: {Path(args.out) / 'loss_curve.png'}  metrics: "
+            f"{Path(args.out) / 'metrics.jsonl'}"
+        )
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0
@@ -165,15 +173,35 @@ def cmd_eval(args: argparse.Namespace) -> int:
     # lazy: each command imports only what it runs (kuaihl --help must not load torch)
     from kuaihl_rec.train.evaluate import evaluate_run
 
-    result = evaluate_run(Path(args.run), Path(args.data), args.split, json_out=args.json, predictions_out=args.predictions, progress=not args.quiet)
-    keys = ["n_segments", "tau", "tau@0.2", "tau@0.4", "tau@0.6", "spearman", "auc", "logloss", "mean_pred_over_true", "per_room_tau"]
+    result = evaluate_run(
+        Path(args.run),
+        Path(args.data),
+        args.split,
+        json_out=args.json,
+        predictions_out=args.predictions,
+        progress=not args.quiet,
+    )
+    keys = [
+        "n_segments",
+        "tau",
+        "tau@0.2",
+        "tau@0.4",
+        "tau@0.6",
+        "spearman",
+        "auc",
+        "logloss",
+        "mean_pred_over_true",
+        "per_room_tau",
+    ]
     prev, last = result["reference"]["previous_segment_label"], result["reference"]["last_complete_label"]
     print(f"{'metric':<22}{'model':>10}{'previous label':>16}{'last complete label':>21}")
     for k in keys:
         fmt = (lambda v: f"{v:d}") if k == "n_segments" else (lambda v: f"{v:.4f}")
         print(f"{k:<22}{fmt(result[k]):>10}{fmt(prev[k]):>16}{fmt(last[k]):>21}")
-    print("previous label: the segment before the target (LVTR: not yet known when the target is scored); "
-          "last complete label: the freshest label known then (WindowConfig.label_delay)")
+    print(
+        "previous label: the segment before the target (LVTR: not yet known when the target is scored); "
+        "last complete label: the freshest label known then (WindowConfig.label_delay)"
+    )
     for label, path in (("json", args.json), ("predictions", args.predictions)):
         if path:
             print(f"{label}: {path}")
@@ -198,7 +226,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     models = [m.strip() for m in args.models.split(",")] if args.models else None
     if args.jobs < 1:
         raise SystemExit(f"kuaihl compare: --jobs must be >= 1, got {args.jobs}")
-    report = run_compare([Path(d) for d in args.data], Path(args.out), models=models, budget=budget, progress=not args.quiet, jobs=args.jobs)
+    report = run_compare(
+        [Path(d) for d in args.data],
+        Path(args.out),
+        models=models,
+        budget=budget,
+        progress=not args.quiet,
+        jobs=args.jobs,
+    )
     print(f"report: {report}\nresults: {Path(args.out) / 'results.json'}")
     return 0
 
@@ -222,8 +257,17 @@ def cmd_ab(args: argparse.Namespace) -> int:
 
     # ranking never imports the trainer: a term naming a run directory is scored by evaluate_run, handed in here
     score_run = functools.partial(evaluate_run, progress=not args.quiet)
-    result = run_ab(args.world, args.out, args.config, n_users=args.users, days=days, seed=args.seed,
-                    progress=not args.quiet, sweep=not args.no_sweep, score_run=score_run)
+    result = run_ab(
+        args.world,
+        args.out,
+        args.config,
+        n_users=args.users,
+        days=days,
+        seed=args.seed,
+        progress=not args.quiet,
+        sweep=not args.no_sweep,
+        score_run=score_run,
+    )
     print("\n".join(summary_lines(result)))
     print(f"ab: {Path(args.out) / 'ab.json'}\nreport: {Path(args.out) / 'report.md'}")
     return 0 if result else 1
@@ -239,20 +283,43 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     if args.stop_after_ticks is not None and args.stop_after_ticks < 1:
         raise SystemExit(f"kuaihl replay: --stop-after-ticks must be >= 1, got {args.stop_after_ticks}")
-    summary = replay(Path(args.run), Path(args.world), Path(args.out), split=args.split, max_batch=args.max_batch,
-                     stop_after_ticks=args.stop_after_ticks, resume=args.resume, progress=not args.quiet)
+    summary = replay(
+        Path(args.run),
+        Path(args.world),
+        Path(args.out),
+        split=args.split,
+        max_batch=args.max_batch,
+        stop_after_ticks=args.stop_after_ticks,
+        resume=args.resume,
+        progress=not args.quiet,
+    )
     if "stopped_at_tick" in summary:
-        print(f"stopped after tick {summary['stopped_at_tick']} of {summary['n_ticks']}; continue with --resume (state: {summary['state']})")
+        print(
+            f"stopped after tick {summary['stopped_at_tick']} of {summary['n_ticks']}; continue with --resume "
+            f"(state: {summary['state']})"
+        )
         return 0
     lat = summary["tick_latency_ms"]
     rpt = summary["rooms_per_tick"]
-    print(f"ticks {summary['n_ticks']}  rooms per tick: mean {rpt['mean']:.1f}, max {rpt['max']}  segments scored {summary['segments_scored']}")
-    print(f"rooms scored per second {summary['rooms_scored_per_second']:,.0f}  tick latency ms: p50 {lat['p50']:.2f}, p90 {lat['p90']:.2f}, "
-          f"p99 {lat['p99']:.2f}, max {lat['max']:.2f}")
+    print(
+        f"ticks {summary['n_ticks']}  rooms per tick: mean {rpt['mean']:.1f}, max {rpt['max']}  segments scored "
+        f"{summary['segments_scored']}"
+    )
+    print(
+        f"rooms scored per second {summary['rooms_scored_per_second']:,.0f}  tick latency ms: p50 "
+        f"{lat['p50']:.2f}, p90 {lat['p90']:.2f}, "
+        f"p99 {lat['p99']:.2f}, max {lat['max']:.2f}"
+    )
     sc = summary["scorer"]
-    print(f"rooms {sc['rooms_started']} (unknown streamer: {sc['rooms_unknown_streamer']}, joined mid-stream: {sc['rooms_joined_mid_stream']}), "
-          f"state {summary['bytes_per_room']:,} bytes per room")
-    print(f"predictions: {summary['predictions']} ({summary['rows_written']} rows; {summary['rows_without_target']} scores after a room's last segment not written)")
+    print(
+        f"rooms {sc['rooms_started']} (unknown streamer: {sc['rooms_unknown_streamer']}, joined mid-stream: "
+        f"{sc['rooms_joined_mid_stream']}), "
+        f"state {summary['bytes_per_room']:,} bytes per room"
+    )
+    print(
+        f"predictions: {summary['predictions']} ({summary['rows_written']} rows; "
+        f"{summary['rows_without_target']} scores after a room's last segment not written)"
+    )
     print(f"summary: {Path(args.out) / 'replay.json'}")
     return 0
 
@@ -263,10 +330,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     manifest = export_run(Path(args.run), Path(args.out), aoti=not args.no_aoti)
     for name, prog in manifest["programs"].items():
-        print(f"{name}: {Path(args.out) / prog['file']}  (checked, max |diff| {manifest['check_max_abs_diff'][name]:.1e})")
+        print(
+            f"{name}: {Path(args.out) / prog['file']}  (checked, max |diff| {manifest['check_max_abs_diff'][name]:.1e})"
+        )
     aoti = manifest["aoti"]
     if aoti.get("status") == "ok":
-        print(f"aoti: {Path(args.out) / aoti['file']}  (compiled in {aoti['compile_seconds']} s, max |diff| {aoti['max_abs_diff']:.1e})")
+        print(
+            f"aoti: {Path(args.out) / aoti['file']}  (compiled in {aoti['compile_seconds']} s, max |diff| "
+            f"{aoti['max_abs_diff']:.1e})"
+        )
     else:
         print(f"aoti: {aoti.get('status')} {aoti.get('error', '')}".rstrip())
     print(f"manifest: {Path(args.out) / 'manifest.json'}")
@@ -289,7 +361,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # lazy: each command imports only what it runs (kuaihl --help must not load torch)
     from kuaihl_rec.apps.demo import run_demo
 
-    report = run_demo(out_dir=Path(args.out), preset=args.preset, progress=not args.quiet, quick=args.quick, n_users=args.users)
+    report = run_demo(
+        out_dir=Path(args.out), preset=args.preset, progress=not args.quiet, quick=args.quick, n_users=args.users
+    )
     print(f"report: {report}")
     return 0
 
@@ -300,7 +374,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _add_data_commands(sub) -> None:
     """world, validate, klive, extract: the data contract."""
     p = sub.add_parser("world", help="generate the synthetic live-streaming world")
-    p.add_argument("--preset", default=None, help="named preset from kuaihl_rec/configs/world.yaml (default: 'default')")
+    p.add_argument(
+        "--preset", default=None, help="named preset from kuaihl_rec/configs/world.yaml (default: 'default')"
+    )
     p.add_argument("--config", default=None, help="a YAML world config (may name a base 'preset:')")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one knob, e.g. --set content_signal=0")
     p.add_argument("--out", required=True, help="output directory")
@@ -321,7 +397,9 @@ def _add_data_commands(sub) -> None:
     p.add_argument("input", help="segment table with frame_paths, asr_text, comment_text")
     p.add_argument("--out", required=True)
     p.add_argument("--preset", default="swin_tiny", help="encoder preset")
-    p.add_argument("--vision-checkpoint", default=None, help="local timm Swin checkpoint (.pth/.safetensors); none = random init")
+    p.add_argument(
+        "--vision-checkpoint", default=None, help="local timm Swin checkpoint (.pth/.safetensors); none = random init"
+    )
     p.add_argument("--text-model", default="minilm", help="'minilm' (packaged) or a local transformers directory")
     p.add_argument("--batch-size", type=int, default=16)
     p.set_defaults(func=cmd_extract)
@@ -335,7 +413,12 @@ def _add_model_commands(sub) -> None:
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--preset", default="small", help="training preset: small (CPU default), paper, tiny")
     p.add_argument("--loss", default=None, help="loss preset (default: the model's own)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. --set epochs=2 --set data.stride=8 --set model.d=32 --set optim.lr=3e-4")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set epochs=2 --set data.stride=8 --set model.d=32 --set optim.lr=3e-4",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.set_defaults(func=cmd_train)
 
@@ -348,13 +431,25 @@ def _add_model_commands(sub) -> None:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("compare", help="content model, variants and ID baselines on one budget -> tables, figures")
-    p.add_argument("--data", required=True, action="append", help="world directory (repeat for several worlds, e.g. default and no_content)")
+    p.add_argument(
+        "--data",
+        required=True,
+        action="append",
+        help="world directory (repeat for several worlds, e.g. default and no_content)",
+    )
     p.add_argument("--out", required=True, help="report directory")
     p.add_argument("--models", default=None, help="comma-separated registry names or rows (default: every row)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per entry (default 3)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 4)")
-    p.add_argument("--lr-grid", default=None, help="comma-separated learning rates searched per entry (default 1e-3,3e-3)")
-    p.add_argument("--jobs", type=int, default=1, help="runs trained at once in worker processes, each with cpu_count/jobs threads (default 1)")
+    p.add_argument(
+        "--lr-grid", default=None, help="comma-separated learning rates searched per entry (default 1e-3,3e-3)"
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs trained at once in worker processes, each with cpu_count/jobs threads (default 1)",
+    )
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("models", help="list the registered models")
@@ -366,7 +461,9 @@ def _add_ranking_commands(sub) -> None:
     p = sub.add_parser("ab", help="offline A/B test of a ranking change on the world's hidden truth")
     p.add_argument("--world", required=True, help="world directory (its test rooms are simulated)")
     p.add_argument("--out", required=True)
-    p.add_argument("--config", default=None, help="arms config (YAML/JSON): score terms, formulas, sweep; default: built-in")
+    p.add_argument(
+        "--config", default=None, help="arms config (YAML/JSON): score terms, formulas, sweep; default: built-in"
+    )
     p.add_argument("--users", type=int, default=200_000)
     p.add_argument("--days", default="auto", help="'auto' (fold days until ~5 rooms are on air), an int, or 'none'")
     p.add_argument("--seed", type=int, default=0)
@@ -381,12 +478,18 @@ def _add_serving_commands(sub) -> None:
     p.add_argument("--world", "--data", dest="world", required=True, help="world / segment table directory")
     p.add_argument("--out", required=True, help="output directory (predictions.parquet, replay.json)")
     p.add_argument("--split", default="test")
-    p.add_argument("--max-batch", type=int, default=None, help="rooms per forward pass (default: 1,024 on a CPU, 65,536 on a GPU)")
-    p.add_argument("--stop-after-ticks", type=int, default=None, help="save the scorer state after this many ticks and stop")
+    p.add_argument(
+        "--max-batch", type=int, default=None, help="rooms per forward pass (default: 1,024 on a CPU, 65,536 on a GPU)"
+    )
+    p.add_argument(
+        "--stop-after-ticks", type=int, default=None, help="save the scorer state after this many ticks and stop"
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted replay in --out from its saved state")
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser("export", help="torch.export programs (+ AOTInductor) of a run's inference path, with vocabulary and manifest")
+    p = sub.add_parser(
+        "export", help="torch.export programs (+ AOTInductor) of a run's inference path, with vocabulary and manifest"
+    )
     p.add_argument("run")
     p.add_argument("--out", required=True)
     p.add_argument("--no-aoti", action="store_true", help="skip the AOTInductor compilation (about 30-60 s on a CPU)")
@@ -403,10 +506,11 @@ def _add_demo_command(sub) -> None:
     p.set_defaults(func=cmd_demo)
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``kuaihl`` parser: global flags, then one sub-command per ``cmd_*`` function."""
-    parser = argparse.ArgumentParser(prog="kuaihl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="kuaihl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     # the same two flags are accepted after the command too (kuaihl train ... -q)
@@ -444,7 +548,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         from kuaihl_rec.serving.inference import NotServable
         from kuaihl_rec.serving.inputs import ServingInputError
 
-        if args.verbose or not (isinstance(exc, (ServingInputError, NotServable)) or args.command in ("replay", "export")):
+        if args.verbose or not (
+            isinstance(exc, (ServingInputError, NotServable)) or args.command in ("replay", "export")
+        ):
             raise
         print(f"kuaihl {args.command}: {exc}", file=sys.stderr)
         return 1

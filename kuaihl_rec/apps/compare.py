@@ -43,7 +43,17 @@ from kuaihl_rec.train.loop import train
 
 logger = logging.getLogger(__name__)
 
-METRIC_KEYS = ("tau", "tau@0.2", "tau@0.4", "tau@0.6", "spearman", "auc", "logloss", "mean_pred_over_true", "per_room_tau")
+METRIC_KEYS = (
+    "tau",
+    "tau@0.2",
+    "tau@0.4",
+    "tau@0.6",
+    "spearman",
+    "auc",
+    "logloss",
+    "mean_pred_over_true",
+    "per_room_tau",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,22 +127,50 @@ def entries_for(names: Optional[Sequence[str]]) -> List[Entry]:
     return out
 
 
-def _train_and_eval(data_dir: Path, run_dir: Path, entry: Entry, lr: float, seed: int, budget: CompareBudget, progress: bool) -> Dict[str, Any]:
+def _train_and_eval(
+    data_dir: Path, run_dir: Path, entry: Entry, lr: float, seed: int, budget: CompareBudget, progress: bool
+) -> Dict[str, Any]:
 
     cfg = train_config(
-        "small", {"data.stride": budget.stride}, model={"name": entry.model, "overrides": dict(entry.overrides)}, loss=entry.loss,
-        epochs=budget.epochs, batch_size=budget.batch_size, patience=budget.patience, seed=seed, optim={"lr": lr},
-        checkpoint_every=0, keep_checkpoints=1,
+        "small",
+        {"data.stride": budget.stride},
+        model={"name": entry.model, "overrides": dict(entry.overrides)},
+        loss=entry.loss,
+        epochs=budget.epochs,
+        batch_size=budget.batch_size,
+        patience=budget.patience,
+        seed=seed,
+        optim={"lr": lr},
+        checkpoint_every=0,
+        keep_checkpoints=1,
     )
     if (run_dir / "test.json").exists() and (run_dir / "summary.json").exists():
         saved = json.loads((run_dir / "config.json").read_text())["train"]
         if saved == json.loads(json.dumps(cfg.to_dict())):
             logger.info("reusing finished run %s", run_dir)
-            return {"summary": json.loads((run_dir / "summary.json").read_text()), "test": json.loads((run_dir / "test.json").read_text())}
+            return {
+                "summary": json.loads((run_dir / "summary.json").read_text()),
+                "test": json.loads((run_dir / "test.json").read_text()),
+            }
     t0 = time.perf_counter()
     summary = train(data_dir, run_dir, cfg, progress=progress)
-    test = evaluate_run(run_dir, data_dir, "test", json_out=run_dir / "test.json", predictions_out=run_dir / "test_predictions.parquet", progress=False)
-    logger.info("%s lr=%g seed=%d: val tau %.4f, test tau %.4f (%.0f s)", entry.name, lr, seed, summary["best_val_tau"], test["tau"], time.perf_counter() - t0)
+    test = evaluate_run(
+        run_dir,
+        data_dir,
+        "test",
+        json_out=run_dir / "test.json",
+        predictions_out=run_dir / "test_predictions.parquet",
+        progress=False,
+    )
+    logger.info(
+        "%s lr=%g seed=%d: val tau %.4f, test tau %.4f (%.0f s)",
+        entry.name,
+        lr,
+        seed,
+        summary["best_val_tau"],
+        test["tau"],
+        time.perf_counter() - t0,
+    )
     return {"summary": summary, "test": test}
 
 
@@ -140,7 +178,11 @@ def _aggregate(values: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
     out = {}
     for key in METRIC_KEYS:
         xs = [float(v[key]) for v in values]
-        out[key] = {"mean": float(np.mean(xs)), "std": float(np.std(xs, ddof=1)) if len(xs) > 1 else float("nan"), "values": xs}
+        out[key] = {
+            "mean": float(np.mean(xs)),
+            "std": float(np.std(xs, ddof=1)) if len(xs) > 1 else float("nan"),
+            "values": xs,
+        }
     return out
 
 
@@ -176,11 +218,12 @@ def reference_rows(data_dir: Path, predictions: Path, label_delay: int = 2) -> D
     """
     import pyarrow.parquet as pq
 
-
     preds = pq.read_table(predictions).to_pandas()
     seg = pq.read_table(Path(data_dir) / "segments", columns=["live_id", "segment", "lvtr"]).to_pandas()
     live, segment = preds["live_id"].to_numpy(), preds["segment"].to_numpy()
-    refs = reference_scores(seg["live_id"].to_numpy(), seg["segment"].to_numpy(), seg["lvtr"].to_numpy(), live, segment, label_delay)
+    refs = reference_scores(
+        seg["live_id"].to_numpy(), seg["segment"].to_numpy(), seg["lvtr"].to_numpy(), live, segment, label_delay
+    )
     labels = preds["label"].to_numpy()
     out = {
         TRIVIAL_ROW: evaluate_segments(labels, refs["previous_segment_label"], room_ids=live),
@@ -245,7 +288,10 @@ class _Runner:
             return out
         from concurrent.futures import as_completed
 
-        futures = {self.pool.submit(_job, (str(t[0]), str(t[1]), t[2], t[3], t[4], t[5], self.threads)): i for i, t in enumerate(tasks)}
+        futures = {
+            self.pool.submit(_job, (str(t[0]), str(t[1]), t[2], t[3], t[4], t[5], self.threads)): i
+            for i, t in enumerate(tasks)
+        }
         out: List[Optional[Dict[str, Any]]] = [None] * len(tasks)
         for fut in as_completed(futures):
             out[futures[fut]] = fut.result()
@@ -257,7 +303,9 @@ class _Runner:
             self.pool.shutdown()
 
 
-def run_world(data_dir: Path, out_dir: Path, entries: Sequence[Entry], budget: CompareBudget, progress: bool = True, jobs: int = 1) -> Dict[str, Any]:
+def run_world(
+    data_dir: Path, out_dir: Path, entries: Sequence[Entry], budget: CompareBudget, progress: bool = True, jobs: int = 1
+) -> Dict[str, Any]:
     """Every entry on one world: lr search on seed 0, then ``budget.seeds`` seeds; aggregated metrics.
 
     Rows that train the same thing (:func:`_training_key`) share runs; ``jobs`` > 1 trains that
@@ -285,8 +333,14 @@ def run_world(data_dir: Path, out_dir: Path, entries: Sequence[Entry], budget: C
         search_tasks = [(data_dir, run_path(e, lr, 0), e, lr, 0, budget) for e in trained for lr in budget.lr_grid]
         search_out = runner.map(search_tasks, lambda: bar.update(1))
         search = {(t[2].name, t[3]): r for t, r in zip(search_tasks, search_out)}
-        best = {e.name: max(budget.lr_grid, key=lambda lr: search[(e.name, lr)]["summary"]["best_val_tau"]) for e in trained}
-        seed_tasks = [(data_dir, run_path(e, best[e.name], seed), e, best[e.name], seed, budget) for e in trained for seed in range(1, budget.seeds)]
+        best = {
+            e.name: max(budget.lr_grid, key=lambda lr: search[(e.name, lr)]["summary"]["best_val_tau"]) for e in trained
+        }
+        seed_tasks = [
+            (data_dir, run_path(e, best[e.name], seed), e, best[e.name], seed, budget)
+            for e in trained
+            for seed in range(1, budget.seeds)
+        ]
         seed_out = runner.map(seed_tasks, lambda: bar.update(1))
     finally:
         runner.close()
@@ -296,7 +350,10 @@ def run_world(data_dir: Path, out_dir: Path, entries: Sequence[Entry], budget: C
         per_entry[t[2].name].append(r)
     for entry in entries:
         source = unique[keys[entry.name]]
-        results["lr"][entry.name] = {"chosen": best[source.name], "val_tau": {f"{lr:g}": search[(source.name, lr)]["summary"]["best_val_tau"] for lr in budget.lr_grid}}
+        results["lr"][entry.name] = {
+            "chosen": best[source.name],
+            "val_tau": {f"{lr:g}": search[(source.name, lr)]["summary"]["best_val_tau"] for lr in budget.lr_grid},
+        }
         results["models"][entry.name] = _aggregate([r["test"] for r in per_entry[source.name]])
         results["runs"][entry.name] = [str(run_path(source, best[source.name], s)) for s in range(budget.seeds)]
     first_run = Path(next(iter(results["runs"].values()))[0])
@@ -340,9 +397,21 @@ def _world_section(name: str, res: Dict[str, Any]) -> List[str]:
         cells.append(f"{paper:.4f}" if paper else "")
         return cells
 
-    header = ["method", "tau", "tau@0.2", "tau@0.4", "tau@0.6", "per-room tau", f"Δ tau vs best ID model ({best_baseline})", "paper (KLive)"]
+    header = [
+        "method",
+        "tau",
+        "tau@0.2",
+        "tau@0.4",
+        "tau@0.6",
+        "per-room tau",
+        f"Δ tau vs best ID model ({best_baseline})",
+        "paper (KLive)",
+    ]
     out = [f"## World `{name}`", "", f"{res['seconds'] / 60:.1f} minutes of training and scoring.", ""]
-    refs = [[k] + [f"{v[m]:.4f}" for m in ("tau", "tau@0.2", "tau@0.4", "tau@0.6", "per_room_tau")] + ["", ""] for k, v in res["references"].items()]
+    refs = [
+        [k] + [f"{v[m]:.4f}" for m in ("tau", "tau@0.2", "tau@0.4", "tau@0.6", "per_room_tau")] + ["", ""]
+        for k, v in res["references"].items()
+    ]
     t1 = [n for n in [e.name for e in ID_BASELINES + TABLE1_VARIANTS] if n in models]
     if t1:
         out += ["### Table 1: methods (test rooms)", "", _table(refs + [row(n) for n in t1], header), ""]
@@ -352,9 +421,27 @@ def _world_section(name: str, res: Dict[str, Any]) -> List[str]:
     t3 = [e.name for e in MODALITY_ABLATION if e.name in models]
     if t3 and ref_name:
         base = models[ref_name]["tau"]["mean"]
-        rows = [[n, _fmt(models[n]["tau"]), f"{100 * (models[n]['tau']['mean'] - base) / base:+.2f}%", ("n.s." if significant(models[n]["tau"], models[ref_name]["tau"]) is False else ""), f"{model_info(n).paper['drop_pct']:+.2f}%"] for n in t3]
-        out += ["### Table 3: modality ablation", "", _table(rows, ["method", "tau", "change vs content", "", "paper"]), ""]
-    out += ["Learning rate chosen per entry (validation tau-b, seed 0): " + ", ".join(f"{k} {v['chosen']:g}" for k, v in res["lr"].items()), ""]
+        rows = [
+            [
+                n,
+                _fmt(models[n]["tau"]),
+                f"{100 * (models[n]['tau']['mean'] - base) / base:+.2f}%",
+                ("n.s." if significant(models[n]["tau"], models[ref_name]["tau"]) is False else ""),
+                f"{model_info(n).paper['drop_pct']:+.2f}%",
+            ]
+            for n in t3
+        ]
+        out += [
+            "### Table 3: modality ablation",
+            "",
+            _table(rows, ["method", "tau", "change vs content", "", "paper"]),
+            "",
+        ]
+    out += [
+        "Learning rate chosen per entry (validation tau-b, seed 0): "
+        + ", ".join(f"{k} {v['chosen']:g}" for k, v in res["lr"].items()),
+        "",
+    ]
     return out
 
 
@@ -386,7 +473,11 @@ def _margin_section(results: Dict[str, Any]) -> List[str]:
     if len(worlds) < 2:
         return []
     id_names = {e.name for e in ID_BASELINES}
-    names = [n for n in next(iter(worlds.values()))["models"] if n not in id_names and all(n in w["models"] for w in worlds.values())]
+    names = [
+        n
+        for n in next(iter(worlds.values()))["models"]
+        if n not in id_names and all(n in w["models"] for w in worlds.values())
+    ]
     rows = []
     for n in names:
         cells = [n]
@@ -396,12 +487,19 @@ def _margin_section(results: Dict[str, Any]) -> List[str]:
                 cells.append("")
                 continue
             mark = _significance_mark(m["significant"])
-            cells.append(f"{m['delta']:+.4f} ± {m['se']:.4f}{mark}" if not math.isnan(m["se"]) else f"{m['delta']:+.4f}{mark}")
+            cells.append(
+                f"{m['delta']:+.4f} ± {m['se']:.4f}{mark}" if not math.isnan(m["se"]) else f"{m['delta']:+.4f}{mark}"
+            )
         rows.append(cells)
     header = ["method"] + [f"Δ tau vs best ID model, `{w}`" for w in worlds]
-    return ["## Margin over the best ID model, world by world", "",
-            "Mean difference ± its standard error (Welch); 'n.s.': smaller than two standard errors.", "",
-            _table(rows, header), ""]
+    return [
+        "## Margin over the best ID model, world by world",
+        "",
+        "Mean difference ± its standard error (Welch); 'n.s.': smaller than two standard errors.",
+        "",
+        _table(rows, header),
+        "",
+    ]
 
 
 def write_report(out_dir: Path, results: Dict[str, Any]) -> Path:
@@ -424,12 +522,24 @@ def write_report(out_dir: Path, results: Dict[str, Any]) -> Path:
     return path
 
 
-def run_compare(data_dirs: Sequence[Path], out_dir: Path, models: Optional[Sequence[str]] = None, budget: CompareBudget = CompareBudget(), progress: bool = True, jobs: int = 1) -> Path:
+def run_compare(
+    data_dirs: Sequence[Path],
+    out_dir: Path,
+    models: Optional[Sequence[str]] = None,
+    budget: CompareBudget = CompareBudget(),
+    progress: bool = True,
+    jobs: int = 1,
+) -> Path:
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = entries_for(models)
-    results: Dict[str, Any] = {"worlds": {}, "budget": dataclasses.asdict(budget), "entries": [dataclasses.asdict(e) for e in entries], "jobs": jobs}
+    results: Dict[str, Any] = {
+        "worlds": {},
+        "budget": dataclasses.asdict(budget),
+        "entries": [dataclasses.asdict(e) for e in entries],
+        "jobs": jobs,
+    }
     for data_dir in data_dirs:
         name = Path(data_dir).name
         results["worlds"][name] = run_world(Path(data_dir), out_dir / name, entries, budget, progress, jobs=jobs)

@@ -46,7 +46,9 @@ def figure4(data_dir: Path, res: Dict[str, Any], out: Path) -> None:
     preds = pq.read_table(Path(runs[content][0]) / "test_predictions.parquet").to_pandas()
     room = preds.groupby("live_id").size().idxmax()
     mine = preds[preds.live_id == room].sort_values("segment")
-    truth = pq.read_table(Path(data_dir) / "truth" / "segments_truth.parquet", columns=["live_id", "segment", "true_lvtr"]).to_pandas()
+    truth = pq.read_table(
+        Path(data_dir) / "truth" / "segments_truth.parquet", columns=["live_id", "segment", "true_lvtr"]
+    ).to_pandas()
     truth = truth[truth.live_id == room].sort_values("segment")
     plt = _plt()
     fig, ax = plt.subplots(figsize=(11, 3.8))
@@ -68,7 +70,6 @@ def figure4(data_dir: Path, res: Dict[str, Any], out: Path) -> None:
 
 def figure6(data_dir: Path, res: Dict[str, Any], out: Path) -> None:
     import torch
-
 
     runs = res["runs"]
     name = next((n for n in ("kuaihl", "content") if n in runs), None)

@@ -75,13 +75,17 @@ class _Stages:
         self.world_paths = write_world(world, self.out_dir / "world")
         self.summary["world"] = summarize_world(world)
         seconds = self.timed("world", t0)
-        logger.info("[1/5] world: %d segments in %.1f s -> %s", world.segments.num_rows, seconds, self.out_dir / "world")
+        logger.info(
+            "[1/5] world: %d segments in %.1f s -> %s", world.segments.num_rows, seconds, self.out_dir / "world"
+        )
 
     def validate(self) -> None:
         """2. the data contract (``validation.json``)."""
         t0 = time.perf_counter()
         try:
-            self.table, self.sizes, self.report = load_segments(self.out_dir / "world", min_viewers=self.cfg.min_viewers)
+            self.table, self.sizes, self.report = load_segments(
+                self.out_dir / "world", min_viewers=self.cfg.min_viewers
+            )
         except DataError:
             logger.error("the generated world failed validation; see %s", self.out_dir / "validation.json")
             raise
@@ -101,8 +105,9 @@ class _Stages:
         """4. the demo models trained and scored (``compare/``)."""
         t0, out = time.perf_counter(), self.out_dir
         budget = CompareBudget(epochs=3, seeds=1, lr_grid=(1e-3,))
-        compare_report = run_compare([out / "world"], out / "compare", models=list(DEMO_MODELS), budget=budget,
-                                     progress=self.progress, jobs=2)
+        compare_report = run_compare(
+            [out / "world"], out / "compare", models=list(DEMO_MODELS), budget=budget, progress=self.progress, jobs=2
+        )
         self.results = json.loads((out / "compare" / "results.json").read_text())
         world = self.results["worlds"]["world"]
         self.summary["compare"] = {k: {m: v["mean"] for m, v in r.items()} for k, r in world["models"].items()}
@@ -116,11 +121,17 @@ class _Stages:
         """5. the offline A/B of adding the content score (``ab/``)."""
         t0, out = time.perf_counter(), self.out_dir
         content_run = self.results["worlds"]["world"]["runs"]["content"][0]
-        arms = {"terms": {"ctr": {"source": "cum_ctr", "calibrate": "auto", "missing": "carry"},
-                          "lvtr": {"source": "cum_lvtr", "calibrate": "auto", "missing": "carry"},
-                          "content": {"source": content_run, "calibrate": "auto", "missing": "carry"}}}
+        arms = {
+            "terms": {
+                "ctr": {"source": "cum_ctr", "calibrate": "auto", "missing": "carry"},
+                "lvtr": {"source": "cum_lvtr", "calibrate": "auto", "missing": "carry"},
+                "content": {"source": content_run, "calibrate": "auto", "missing": "carry"},
+            }
+        }
         score_run = functools.partial(evaluate_run, progress=self.progress)  # ranking receives the scoring function
-        ab = run_ab(out / "world", out / "ab", arms, n_users=n_users, seed=0, progress=self.progress, score_run=score_run)
+        ab = run_ab(
+            out / "world", out / "ab", arms, n_users=n_users, seed=0, progress=self.progress, score_run=score_run
+        )
         self.summary["ab"] = {k: ab[k] for k in ("srm", "sanity") if k in ab}
         logger.info("[5/5] ab: %.0f s -> %s", self.timed("ab", t0), out / "ab" / "report.md")
         lines = (out / "ab" / "report.md").read_text().split("\n")[1:]
@@ -136,7 +147,8 @@ class _Stages:
         lines = [
             "# kuaihl demo report",
             "",
-            f"All numbers below are on **synthetic data** (`kuaihl world --preset {self.preset}`), not on a real platform.",
+            f"All numbers below are on **synthetic data** (`kuaihl world --preset {self.preset}`), "
+            "not on a real platform.",
             "",
             "## World",
             "",
@@ -156,8 +168,11 @@ class _Stages:
             "",
             self._window_table(),
             "",
-            *self._section("## Content models vs ID baseline (test rooms, 1 seed, small presets)", "compare/report.md",
-                           self.compare_lines),
+            *self._section(
+                "## Content models vs ID baseline (test rooms, 1 seed, small presets)",
+                "compare/report.md",
+                self.compare_lines,
+            ),
             *self._section("## Offline A/B (simulated feed on the test rooms)", "ab/report.md", self.ab_lines),
             "## Timings",
             "",
@@ -169,10 +184,25 @@ class _Stages:
         return report_path
 
     def _window_table(self) -> str:
-        keys = ("mode", "n_rooms", "n_windows", "n_targets", "targets_below_min_viewers", "windows_dropped_low_viewers",
-                "n_scored_targets")
-        header = ["split", "mode", "rooms", "windows", "targets", f"targets < {self.cfg.min_viewers} viewers (masked)",
-                  "windows dropped", "targets scored (eval)"]
+        keys = (
+            "mode",
+            "n_rooms",
+            "n_windows",
+            "n_targets",
+            "targets_below_min_viewers",
+            "windows_dropped_low_viewers",
+            "n_scored_targets",
+        )
+        header = [
+            "split",
+            "mode",
+            "rooms",
+            "windows",
+            "targets",
+            f"targets < {self.cfg.min_viewers} viewers (masked)",
+            "windows dropped",
+            "targets scored (eval)",
+        ]
         return _table([[name] + [stats[k] for k in keys] for name, stats in self.summary["windows"].items()], header)
 
     @staticmethod
@@ -180,8 +210,9 @@ class _Stages:
         return [title, "", f"Full report: `{full_report}`.", ""] + lines if lines else []
 
 
-def run_demo(out_dir: Path, preset: str = "default", progress: bool = True, quick: bool = False,
-             n_users: int = 100_000) -> Path:
+def run_demo(
+    out_dir: Path, preset: str = "default", progress: bool = True, quick: bool = False, n_users: int = 100_000
+) -> Path:
     """Run the demo chain into ``out_dir``; returns the path of ``report.md``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
