@@ -171,6 +171,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     # lazy: each command imports only what it runs (kuaihl --help must not load torch)
+    from kuaihl_rec.metrics import REPORTED_METRICS
     from kuaihl_rec.train.evaluate import evaluate_run
 
     result = evaluate_run(
@@ -181,18 +182,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         predictions_out=args.predictions,
         progress=not args.quiet,
     )
-    keys = [
-        "n_segments",
-        "tau",
-        "tau@0.2",
-        "tau@0.4",
-        "tau@0.6",
-        "spearman",
-        "auc",
-        "logloss",
-        "mean_pred_over_true",
-        "per_room_tau",
-    ]
+    keys = ["n_segments", *REPORTED_METRICS]
     prev, last = result["reference"]["previous_segment_label"], result["reference"]["last_complete_label"]
     print(f"{'metric':<22}{'model':>10}{'previous label':>16}{'last complete label':>21}")
     for k in keys:

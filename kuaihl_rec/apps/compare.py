@@ -35,7 +35,7 @@ from kuaihl_rec.apps.compare_figures import figure4, figure6
 from kuaihl_rec.data.io import atomic_write_bytes, atomic_write_json
 from kuaihl_rec.data.windows import WindowConfig
 from kuaihl_rec.losses import LOSS_PRESETS
-from kuaihl_rec.metrics import evaluate_segments
+from kuaihl_rec.metrics import REPORTED_METRICS, evaluate_segments
 from kuaihl_rec.model.registry import list_models, model_info
 from kuaihl_rec.train.config import train_config
 from kuaihl_rec.train.evaluate import evaluate_run, reference_scores
@@ -43,17 +43,7 @@ from kuaihl_rec.train.loop import train
 
 logger = logging.getLogger(__name__)
 
-METRIC_KEYS = (
-    "tau",
-    "tau@0.2",
-    "tau@0.4",
-    "tau@0.6",
-    "spearman",
-    "auc",
-    "logloss",
-    "mean_pred_over_true",
-    "per_room_tau",
-)
+METRIC_KEYS = REPORTED_METRICS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -44,8 +44,12 @@ from kuaihl_rec.metrics.dense_codes import _pair_codes as _pair_codes
 from kuaihl_rec.metrics.dense_codes import _unique_inverse as _unique_inverse
 from kuaihl_rec.metrics.grouped_kendall import _MAX_BATCHED_GROUP as _MAX_BATCHED_GROUP
 from kuaihl_rec.metrics.grouped_kendall import _ROOMS_PER_CHUNK as _ROOMS_PER_CHUNK
-from kuaihl_rec.metrics.grouped_kendall import _batched_discordant as _batched_discordant
-from kuaihl_rec.metrics.grouped_kendall import _fenwick_discordant as _fenwick_discordant
+from kuaihl_rec.metrics.grouped_kendall import (
+    _batched_discordant as _batched_discordant,
+)
+from kuaihl_rec.metrics.grouped_kendall import (
+    _fenwick_discordant as _fenwick_discordant,
+)
 from kuaihl_rec.metrics.grouped_kendall import _grouped_tau_b as _grouped_tau_b
 from kuaihl_rec.metrics.grouped_kendall import _tie_pairs as _tie_pairs
 from kuaihl_rec.metrics.grouped_kendall import grouped_kendall_tau_b
@@ -58,20 +62,38 @@ from kuaihl_rec.metrics.highlight import (
     mean_average_precision,
     mean_hit_at_1,
 )
-from kuaihl_rec.metrics.rank_correlation import TAU_THRESHOLDS, kendall_tau_b, spearman_rho, tau_at_thresholds
+from kuaihl_rec.metrics.rank_correlation import (
+    TAU_THRESHOLDS,
+    kendall_tau_b,
+    spearman_rho,
+    tau_at_thresholds,
+)
 from kuaihl_rec.metrics.rank_correlation import _pearson as _pearson
 from kuaihl_rec.metrics.rank_correlation import _tau_b_checked as _tau_b_checked
 from kuaihl_rec.metrics.rank_correlation import _tau_key as _tau_key
 from kuaihl_rec.metrics.rank_matrices import _MAX_LEVELS as _MAX_LEVELS
 from kuaihl_rec.metrics.rank_matrices import _as_rankings as _as_rankings
-from kuaihl_rec.metrics.rank_matrices import _concordance_from_tables as _concordance_from_tables
+from kuaihl_rec.metrics.rank_matrices import (
+    _concordance_from_tables as _concordance_from_tables,
+)
 from kuaihl_rec.metrics.rank_matrices import _contingency_tables as _contingency_tables
-from kuaihl_rec.metrics.rank_matrices import _tau_b_matrix_pairwise as _tau_b_matrix_pairwise
-from kuaihl_rec.metrics.rank_matrices import inter_annotator_agreement, kendall_tau_b_matrix, spearman_rho_matrix
+from kuaihl_rec.metrics.rank_matrices import (
+    _tau_b_matrix_pairwise as _tau_b_matrix_pairwise,
+)
+from kuaihl_rec.metrics.rank_matrices import (
+    inter_annotator_agreement,
+    kendall_tau_b_matrix,
+    spearman_rho_matrix,
+)
 from kuaihl_rec.metrics.segments import _EVAL_THRESHOLDS as _EVAL_THRESHOLDS
+from kuaihl_rec.metrics.segments import REPORTED_METRICS, evaluate_segments
 from kuaihl_rec.metrics.segments import _per_room_tau as _per_room_tau
-from kuaihl_rec.metrics.segments import evaluate_segments
-from kuaihl_rec.metrics.soft_label import LOGLOSS_EPS, mean_pred_over_true, soft_auc, soft_logloss
+from kuaihl_rec.metrics.soft_label import (
+    LOGLOSS_EPS,
+    mean_pred_over_true,
+    soft_auc,
+    soft_logloss,
+)
 from kuaihl_rec.metrics.tvsum import _orient_annotators as _orient_annotators
 from kuaihl_rec.metrics.tvsum import read_tvsum_user_anno
 from kuaihl_rec.metrics.validation import _as_1d as _as_1d
@@ -99,5 +121,6 @@ __all__ = [
     "hit_at_1",
     "mean_hit_at_1",
     "evaluate_segments",
+    "REPORTED_METRICS",
     "read_tvsum_user_anno",
 ]

@@ -22,13 +22,20 @@ from typing import Dict, Tuple
 import numpy as np
 
 from kuaihl_rec.metrics.grouped_kendall import _grouped_tau_b
-from kuaihl_rec.metrics.rank_correlation import _tau_b_checked, spearman_rho, tau_at_thresholds
+from kuaihl_rec.metrics.rank_correlation import (
+    _tau_b_checked,
+    spearman_rho,
+    tau_at_thresholds,
+)
 from kuaihl_rec.metrics.soft_label import mean_pred_over_true, soft_auc, soft_logloss
 from kuaihl_rec.metrics.validation import _as_pair, _check_unit_interval
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["evaluate_segments"]
+__all__ = ["REPORTED_METRICS", "evaluate_segments"]
+
+# The metrics every report shows, in this order (``kuaihl eval``, ``kuaihl compare``).
+REPORTED_METRICS = ("tau", "tau@0.2", "tau@0.4", "tau@0.6", "spearman", "auc", "logloss", "mean_pred_over_true", "per_room_tau")
 
 _EVAL_THRESHOLDS: Tuple[float, ...] = (0.2, 0.4, 0.6)
 
