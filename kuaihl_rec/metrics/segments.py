@@ -35,7 +35,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["REPORTED_METRICS", "evaluate_segments"]
 
 # The metrics every report shows, in this order (``kuaihl eval``, ``kuaihl compare``).
-REPORTED_METRICS = ("tau", "tau@0.2", "tau@0.4", "tau@0.6", "spearman", "auc", "logloss", "mean_pred_over_true", "per_room_tau")
+REPORTED_METRICS = (
+    "tau", "tau@0.2", "tau@0.4", "tau@0.6", "spearman", "auc", "logloss", "mean_pred_over_true", "per_room_tau",
+)
 
 _EVAL_THRESHOLDS: Tuple[float, ...] = (0.2, 0.4, 0.6)
 
