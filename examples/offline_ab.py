@@ -7,7 +7,8 @@ under the new one, and the lifts come back with intervals (``OUT/ab.json``, ``OU
 
     python examples/offline_ab.py                                   # generates the default world into OUT/world
     python examples/offline_ab.py --world runs/world --out runs/ab_example
-    python examples/offline_ab.py --world runs/world --content runs/content/test.parquet --content-val runs/content/val.parquet
+    python examples/offline_ab.py --world runs/world --content runs/content/test.parquet \
+        --content-val runs/content/val.parquet
 
 The team's columns here (replace them with yours):
 
@@ -30,16 +31,18 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
+
+from kuaihl_rec.data.io import segment_files
+from kuaihl_rec.data.world import generate_world, load_world_config, write_world
+from ranking.experiment import run_ab
 
 
 def load_segments(world_dir: Path) -> Tuple[pd.DataFrame, np.ndarray]:
     """The observable segment table (ids, split, counters) and its features ``[n, d_visual + d_text]``."""
-    from kuaihl_rec.data.io import segment_files
-
-    import pyarrow as pa
-
-    cols = ["live_id", "segment", "split", "lvtr", "n_clicks", "n_exposures", "n_long_viewers", "n_viewers", "visual", "text"]
+    cols = ["live_id", "segment", "split", "lvtr", "n_clicks", "n_exposures", "n_long_viewers", "n_viewers", "visual",
+            "text"]
     table = pa.concat_tables([pq.read_table(f, columns=cols) for f in segment_files(world_dir)])
     n = table.num_rows
     vis = table.column("visual").combine_chunks().flatten().to_numpy().reshape(n, -1)
@@ -54,12 +57,14 @@ def team_scores(world_dir: Path, ridge: float = 10.0) -> pd.DataFrame:
     df, feats = load_segments(world_dir)
     live = df["live_id"].to_numpy()
     same_room_prev = np.r_[False, live[1:] == live[:-1]]  # row i-1 is segment u-1 of the same room
-    g = df.groupby("live_id", sort=False)
-    before = lambda col: g[col].cumsum() - df[col]  # noqa: E731  sum over segments < u
+    rooms = df.groupby("live_id", sort=False)
+    before = lambda col: rooms[col].cumsum() - df[col]  # noqa: E731  sum over segments < u
     ctr = df["n_clicks"] / df["n_exposures"].clip(lower=1)
-    out = pd.DataFrame({"live_id": df["live_id"], "segment": df["segment"], "split": df["split"], "lvtr": df["lvtr"], "ctr": ctr})
+    out = pd.DataFrame({"live_id": df["live_id"], "segment": df["segment"], "split": df["split"], "lvtr": df["lvtr"],
+                        "ctr": ctr})
     out["team_ctr"] = (before("n_clicks") + 1.0) / (before("n_exposures") + 10.0)
-    complete = lambda col: g[col].transform(lambda x: x.cumsum().shift(3, fill_value=0))  # noqa: E731  segments <= u - 3
+    # sum over segments <= u - 3 (the complete ones)
+    complete = lambda col: rooms[col].transform(lambda x: x.cumsum().shift(3, fill_value=0))  # noqa: E731
     out["team_lvtr"] = (complete("n_long_viewers") + 3.0) / (complete("n_viewers") + 5.0)
     # content model: LVTR(u) ~ features of segment u-1 (ridge, closed form), fitted on train rooms
     x = np.zeros_like(feats)
@@ -75,7 +80,8 @@ def team_scores(world_dir: Path, ridge: float = 10.0) -> pd.DataFrame:
     return out[ok & (df["split"].to_numpy() != "train")].reset_index(drop=True)
 
 
-def build_config(scores: pd.DataFrame, content: Optional[Tuple[str, Optional[str]]] = None, weight: float = 1.0) -> Dict:
+def build_config(scores: pd.DataFrame, content: Optional[Tuple[str, Optional[str]]] = None,
+                 weight: float = 1.0) -> Dict:
     """The team's formula as an arms config: control = ctr + lvtr; treatment = control + weight x content."""
     test, val = scores[scores["split"] == "test"], scores[scores["split"] == "val"]
     # Each term is Platt-calibrated on the val rooms to the probability of its own label (CTR or LVTR).
@@ -85,7 +91,8 @@ def build_config(scores: pd.DataFrame, content: Optional[Tuple[str, Optional[str
         "content": {"source": test, "column": "team_content", "val": val, "label": "lvtr", "calibrate": "platt"},
     }
     if content is not None:  # a trained model's predictions (kuaihl eval --predictions; their `label` is the LVTR)
-        terms["content"] = {"source": content[0], **({"val": content[1], "calibrate": "platt"} if content[1] else {"calibrate": "zscore"})}
+        calibration = {"val": content[1], "calibrate": "platt"} if content[1] else {"calibrate": "zscore"}
+        terms["content"] = {"source": content[0], **calibration}
     return {
         "terms": terms,
         "arms": {"control": {"ctr": 1.0, "lvtr": 1.0}},
@@ -113,7 +120,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--world", default=None, help="a world directory (default: generate --preset into OUT/world)")
     p.add_argument("--preset", default="default", help="world preset when generating")
-    p.add_argument("--content", default=None, help="predictions Parquet of a trained content model (kuaihl eval --predictions) on the test split")
+    p.add_argument("--content", default=None,
+                   help="predictions Parquet of a trained content model (kuaihl eval --predictions) on the test split")
     p.add_argument("--content-val", default=None, help="the same on the val split (for calibration)")
     p.add_argument("--weight", type=float, default=1.0, help="weight of the content term in the treatment")
     p.add_argument("--out", default="runs/ab_example")
@@ -122,21 +130,18 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-
-    from ranking.experiment import run_ab
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
 
     out = Path(args.out)
     world = Path(args.world) if args.world else out / "world"
     if not args.world:
-        from kuaihl_rec.data.world import generate_world, load_world_config, write_world
-
         write_world(generate_world(load_world_config(args.preset, seed=args.seed)), world, figure=False)
     scores = team_scores(world)
     content = (args.content, args.content_val) if args.content else None
     days = None if args.days == "world" else (args.days if args.days == "auto" else int(args.days))
-    result = run_ab(world, out, build_config(scores, content, args.weight), n_users=args.users, days=days, seed=args.seed,
-                    progress=not args.quiet)
+    result = run_ab(world, out, build_config(scores, content, args.weight), n_users=args.users, days=days,
+                    seed=args.seed, progress=not args.quiet)
     print_lifts(result)
     s = result["sanity"]
     print(f"\nsanity: A/A ok {s.get('aa_ok')}, placebo without gain {s.get('placebo_no_significant_gain')}, "

@@ -42,11 +42,13 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ranking.scores import MissingReport, ScoreContext, ScoreSource, fill_missing, load_scores
+from ranking.score_source import CalibrationPairs, ScoreContext, ScoreSource
+from ranking.scores import MissingReport, fill_missing, load_scores
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CALIBRATIONS", "Calibrator", "Formula", "Term", "TermValues", "isotonic_fit", "parse_formula", "resolve_terms"]
+__all__ = ["CALIBRATIONS", "Calibrator", "Formula", "Term", "TermValues", "isotonic_fit", "parse_formula",
+           "resolve_term", "resolve_terms"]
 
 CALIBRATIONS = ("none", "zscore", "rank", "platt", "isotonic")
 #: A term's calibration when the config names none: ``platt`` where the source has labelled scores
@@ -69,23 +71,23 @@ def isotonic_fit(x: np.ndarray, y: np.ndarray, w: Optional[np.ndarray] = None) -
     w = np.ones_like(x) if w is None else np.asarray(w, np.float64)
     order = np.argsort(x, kind="stable")
     x, y, w = x[order], y[order], w[order]
-    ux, start = np.unique(x, return_index=True)
-    wsum = np.add.reduceat(w, start)
-    ysum = np.add.reduceat(w * y, start)
-    # Pool adjacent violators over the distinct x's (a stack of blocks).
-    vals, wts, cnt = [], [], []
-    for yi, wi in zip(ysum / wsum, wsum):
-        v, ww, c = yi, wi, 1
-        while vals and vals[-1] >= v:
-            pv, pw, pc = vals.pop(), wts.pop(), cnt.pop()
-            v = (pv * pw + v * ww) / (pw + ww)
-            ww += pw
-            c += pc
-        vals.append(v)
-        wts.append(ww)
-        cnt.append(c)
-    fitted = np.repeat(np.asarray(vals), np.asarray(cnt))
-    return ux, fitted
+    distinct_x, start = np.unique(x, return_index=True)
+    weight_sum = np.add.reduceat(w, start)
+    weighted_y_sum = np.add.reduceat(w * y, start)
+    # Pool adjacent violators over the distinct x's (a stack of blocks: mean, weight, number of x's).
+    block_means, block_weights, block_sizes = [], [], []
+    for mean, weight in zip(weighted_y_sum / weight_sum, weight_sum):
+        size = 1
+        while block_means and block_means[-1] >= mean:
+            prev_mean, prev_weight, prev_size = block_means.pop(), block_weights.pop(), block_sizes.pop()
+            mean = (prev_mean * prev_weight + mean * weight) / (prev_weight + weight)
+            weight += prev_weight
+            size += prev_size
+        block_means.append(mean)
+        block_weights.append(weight)
+        block_sizes.append(size)
+    fitted = np.repeat(np.asarray(block_means), np.asarray(block_sizes))
+    return distinct_x, fitted
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -97,14 +99,15 @@ def _platt_fit(s: np.ndarray, y: np.ndarray, probability_input: bool) -> Tuple[f
     """Fit sigmoid(a * f + b) to soft labels y by Newton's method on the log loss (f = logit(s) or s)."""
     f = _logit(s) if probability_input else s
     mu, sd = f.mean(), f.std() or 1.0
-    fz = (f - mu) / sd
+    f_std = (f - mu) / sd
     a, b = 1.0, float(_logit(np.array([np.clip(y.mean(), 1e-4, 1 - 1e-4)]))[0])
     for _ in range(50):
-        p = 1.0 / (1.0 + np.exp(-(a * fz + b)))
-        g = np.array([np.dot(p - y, fz), np.sum(p - y)]) / len(y)
-        wgt = p * (1 - p)
-        H = np.array([[np.dot(wgt, fz * fz), np.dot(wgt, fz)], [np.dot(wgt, fz), wgt.sum()]]) / len(y) + 1e-9 * np.eye(2)
-        step = np.linalg.solve(H, g)
+        p = 1.0 / (1.0 + np.exp(-(a * f_std + b)))
+        gradient = np.array([np.dot(p - y, f_std), np.sum(p - y)]) / len(y)
+        curvature = p * (1 - p)
+        hessian = np.array([[np.dot(curvature, f_std * f_std), np.dot(curvature, f_std)],
+                            [np.dot(curvature, f_std), curvature.sum()]]) / len(y) + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hessian, gradient)
         a, b = a - step[0], b - step[1]
         if np.abs(step).max() < 1e-10:
             break
@@ -140,15 +143,16 @@ class Calibrator:
             self.params = {"sorted": np.sort(s)}
         elif self.kind in ("platt", "isotonic"):
             if labels is None:
-                raise ValueError(f"calibration {self.kind!r} needs (score, label) pairs on a calibration split ({where})")
+                raise ValueError(
+                    f"calibration {self.kind!r} needs (score, label) pairs on a calibration split ({where})")
             y = labels[ok]
             if self.kind == "platt":
-                prob = bool(s.min() >= 0 and s.max() <= 1)
-                a, b = _platt_fit(s, np.clip(y, 0, 1), prob)
-                self.params = {"a": a, "b": b, "logit_input": prob}
+                probability_input = bool(s.min() >= 0 and s.max() <= 1)
+                a, b = _platt_fit(s, np.clip(y, 0, 1), probability_input)
+                self.params = {"a": a, "b": b, "logit_input": probability_input}
             else:
-                xs, ys = isotonic_fit(s, y)
-                self.params = {"x": xs, "y": ys}
+                thresholds, fitted = isotonic_fit(s, y)
+                self.params = {"x": thresholds, "y": fitted}
         return self
 
     def transform(self, scores: np.ndarray) -> np.ndarray:
@@ -161,8 +165,9 @@ class Calibrator:
         elif self.kind == "zscore":
             out[ok] = (v - self.params["mean"]) / self.params["sd"]
         elif self.kind == "rank":
-            srt = self.params["sorted"]
-            out[ok] = (np.searchsorted(srt, v, "left") + np.searchsorted(srt, v, "right")) / (2.0 * len(srt))
+            reference = self.params["sorted"]
+            below, not_above = np.searchsorted(reference, v, "left"), np.searchsorted(reference, v, "right")
+            out[ok] = (below + not_above) / (2.0 * len(reference))
         elif self.kind == "platt":
             f = _logit(v) if self.params["logit_input"] else v
             out[ok] = 1.0 / (1.0 + np.exp(-(self.params["a"] * f + self.params["b"])))
@@ -195,7 +200,8 @@ class Term:
 
     def __post_init__(self) -> None:
         if self.calibrate not in CALIBRATIONS + (AUTO,):
-            raise ValueError(f"term {self.name!r}: calibrate must be one of {CALIBRATIONS + (AUTO,)}, got {self.calibrate!r}")
+            raise ValueError(
+                f"term {self.name!r}: calibrate must be one of {CALIBRATIONS + (AUTO,)}, got {self.calibrate!r}")
 
     @classmethod
     def from_config(cls, name: str, spec: Any) -> "Term":
@@ -236,6 +242,31 @@ class TermValues:
         }
 
 
+def _fitted_calibrator(term: Term, ctx: ScoreContext, raw: np.ndarray, pairs: CalibrationPairs) -> Calibrator:
+    """The term's calibration (``auto`` resolved), fitted on the calibration split's (score, label) pairs."""
+    kind = term.calibrate
+    if kind == AUTO:
+        kind = "platt" if (pairs is not None and pairs[1] is not None and len(pairs[0]) >= 20) else "zscore"
+    calibrator = Calibrator(kind)
+    if kind in ("platt", "isotonic"):
+        if pairs is None or pairs[1] is None:
+            raise ValueError(f"term {term.name!r}: calibration {term.calibrate!r} needs labelled scores on the "
+                             f"{ctx.cal_split!r} split (a run directory, a predictions table with `val:`, or a "
+                             "built-in term)")
+        calibrator.fit(pairs[0], pairs[1], where=f"{ctx.cal_split} split ({len(pairs[0])} labelled scores)")
+    elif kind in ("zscore", "rank"):
+        if pairs is not None and len(pairs[0]):
+            calibrator.fit(pairs[0], where=f"{ctx.cal_split} split ({len(pairs[0])} scores)")
+        else:
+            # No calibration split: the moments of the simulated split's whole score distribution (labels unused).
+            # They are constants over the whole period; give a calibration split to keep even them out of it.
+            calibrator.fit(raw, where="simulated split's score distribution (no calibration split; labels unused)")
+            if not term.source.oracle:
+                logger.warning("term %s: no calibration split; %s calibration fitted on the simulated split's score "
+                               "distribution", term.name, kind)
+    return calibrator
+
+
 def resolve_term(term: Term, ctx: ScoreContext) -> TermValues:
     """Score the rows of ``ctx`` with ``term``: raw scores -> calibration -> missing-score fill."""
     raw = term.source.values(ctx)
@@ -243,33 +274,17 @@ def resolve_term(term: Term, ctx: ScoreContext) -> TermValues:
         raise ValueError(f"term {term.name!r} ({term.source.describe()}): no score for any simulated row; "
                          f"were the predictions made on another split or world than {ctx.split!r}?")
     pairs = term.source.calibration_pairs(ctx) if term.calibrate != "none" else None
-    kind = term.calibrate
-    if kind == AUTO:
-        kind = "platt" if (pairs is not None and pairs[1] is not None and len(pairs[0]) >= 20) else "zscore"
-    cal = Calibrator(kind)
-    if kind in ("platt", "isotonic"):
-        if pairs is None or pairs[1] is None:
-            raise ValueError(f"term {term.name!r}: calibration {term.calibrate!r} needs labelled scores on the {ctx.cal_split!r} split "
-                             "(a run directory, a predictions table with `val:`, or a built-in term)")
-        cal.fit(pairs[0], pairs[1], where=f"{ctx.cal_split} split ({len(pairs[0])} labelled scores)")
-    elif kind in ("zscore", "rank"):
-        if pairs is not None and len(pairs[0]):
-            cal.fit(pairs[0], where=f"{ctx.cal_split} split ({len(pairs[0])} scores)")
-        else:
-            # No calibration split: the moments of the simulated split's whole score distribution (labels unused).
-            # They are constants over the whole period; give a calibration split to keep even them out of it.
-            cal.fit(raw, where="simulated split's score distribution (no calibration split; labels unused)")
-            if not term.source.oracle:
-                logger.warning("term %s: no calibration split; %s calibration fitted on the simulated split's score distribution", term.name, kind)
-    values = cal.transform(raw)
+    calibrator = _fitted_calibrator(term, ctx, raw, pairs)
+    values = calibrator.transform(raw)
     if pairs is not None and len(pairs[0]):
-        prior = float(np.nanmean(cal.transform(pairs[0])))
+        prior = float(np.nanmean(calibrator.transform(pairs[0])))
     else:
         prior = float(np.nanmean(values)) if np.isfinite(values).any() else 0.0
     filled, report = fill_missing(values, ctx.live_id, ctx.segment, term.missing, prior)
     if report.n_rows and report.n_missing > 0.2 * report.n_rows:
-        logger.warning("term %s: %.0f%% of the simulated rows had no score (filled by %s)", term.name, 100 * report.n_missing / report.n_rows, term.missing)
-    return TermValues(term.name, filled, raw, cal, report, term.source.describe(), oracle=term.source.oracle)
+        logger.warning("term %s: %.0f%% of the simulated rows had no score (filled by %s)", term.name,
+                       100 * report.n_missing / report.n_rows, term.missing)
+    return TermValues(term.name, filled, raw, calibrator, report, term.source.describe(), oracle=term.source.oracle)
 
 
 def resolve_terms(terms: Mapping[str, Term], ctx: ScoreContext) -> Dict[str, TermValues]:
@@ -343,8 +358,9 @@ class Formula:
                 continue
             base = values[k] + alpha
             if np.any(base <= 0):
-                raise ValueError(f"product formula: term {k!r} + alpha ({alpha}) is <= 0 for {int(np.sum(base <= 0))} rows; "
-                                 "use a calibration onto [0, 1] (platt, isotonic, rank) or a larger alpha")
+                raise ValueError(f"product formula: term {k!r} + alpha ({alpha}) is <= 0 for "
+                                 f"{int(np.sum(base <= 0))} rows; use a calibration onto [0, 1] (platt, isotonic, "
+                                 "rank) or a larger alpha")
             out += beta * np.log(base)
         return out
 
@@ -360,7 +376,8 @@ class Formula:
 
 
 def parse_formula(spec: Any) -> Formula:
-    """A :class:`Formula` from config: ``{term: weight}``, ``{"weights": {...}}`` or ``{"product": {term: [alpha, beta]}}``."""
+    """A :class:`Formula` from config: ``{term: weight}``, ``{"weights": {...}}`` or
+    ``{"product": {term: [alpha, beta]}}``."""
     if isinstance(spec, Formula):
         return spec
     if not isinstance(spec, Mapping):

@@ -12,13 +12,15 @@ Sources (:func:`load_scores` picks one from what it is given):
 =============================  =====================================================================
 ``ScoreTable``                 a table of ``live_id, segment, score`` (a predictions Parquet file, a
                                pandas / Arrow table); optionally a ``label`` column (for calibration)
-``RunDirScores``               a ``kuaihl train`` run directory: scored on the requested split with
-                               :func:`kuaihl_rec.train.evaluate.evaluate_run` (predictions cached)
+``RunDirScores``               a ``kuaihl train`` run directory: scored on the requested split by the
+                               context's ``score_run`` function (:class:`ranking.score_source.RunScorer`,
+                               e.g. ``kuaihl_rec.train.evaluate.evaluate_run``; predictions cached)
 ``CallableScores``             a user's ``fn(live_id, segment) -> scores`` (NaN = no score)
 ``ObservableTerm``             a function of the observable segment table (counters, labels), e.g. the
                                built-in production-like terms ``prev_ctr``, ``prev_lvtr``, ``cum_ctr``,
                                ``cum_lvtr``, ``prev_viewers``; checked for causality by perturbing
                                future rows (:func:`check_causal`) and refused when it leaks
+                               (:mod:`ranking.observable`)
 ``TruthTerm``                  a column of the hidden truth (``truth:attract_logit``): sanity arms only
 =============================  =====================================================================
 
@@ -31,92 +33,70 @@ and counts every fill, and the counts go into ``ab.json``.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
-from kuaihl_rec.data.schema import LABEL_DELAY_SEGMENTS
+from ranking.observable import (
+    BUILTIN_TERMS,
+    DELAYED_COLUMNS,
+    LVTR_DELAY,
+    ObservableTerm,
+    check_causal,
+    cum_ctr,
+    cum_lvtr,
+    prev_ctr,
+    prev_lvtr,
+    prev_viewers,
+)
+from ranking.score_source import (
+    OBSERVABLE_COLUMNS,
+    CalibrationPairs,
+    LeakageError,
+    RunScorer,
+    ScoreContext,
+    ScoreSource,
+    score_keys,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "BUILTIN_TERMS",
     "CallableScores",
+    "DELAYED_COLUMNS",
+    "LVTR_DELAY",
     "LeakageError",
+    "MissingReport",
+    "OBSERVABLE_COLUMNS",
     "ObservableTerm",
     "RunDirScores",
+    "RunScorer",
     "ScoreContext",
     "ScoreSource",
     "ScoreTable",
     "TruthTerm",
     "check_causal",
+    "cum_ctr",
+    "cum_lvtr",
     "fill_missing",
     "load_scores",
+    "prev_ctr",
+    "prev_lvtr",
+    "prev_viewers",
 ]
 
-#: Observable columns of the segment table a production system has after a segment ends.
-OBSERVABLE_COLUMNS: Tuple[str, ...] = (
-    "lvtr", "ctr", "n_exposures", "n_viewers", "n_long_viewers", "n_comments", "n_gifts",
-    "n_clicks", "n_likes", "n_follows", "n_entries", "n_exits",
-)
-
-
-class LeakageError(ValueError):
-    """A score source that would use information from the segment on air or later."""
-
-
-@dataclasses.dataclass
-class ScoreContext:
-    """What a source may use to produce scores for the simulated rows.
-
-    live_id, segment: the rows to score, sorted by (live_id, segment), unique
-    obs:              observable columns of those rows (aligned), for :class:`ObservableTerm`
-    truth:            hidden truth of those rows (aligned), for :class:`TruthTerm` only
-    val_obs:          observable table of the calibration split (for built-in terms' calibration)
-    world_dir:        the world directory (run directories are scored on it)
-    split / cal_split: the simulated split and the calibration split
-    cache_dir:        where run-directory predictions are written (None: a temporary directory)
-    """
-
-    live_id: np.ndarray
-    segment: np.ndarray
-    obs: Optional[pd.DataFrame] = None
-    truth: Optional[pd.DataFrame] = None
-    val_obs: Optional[pd.DataFrame] = None
-    world_dir: Optional[Path] = None
-    split: str = "test"
-    cal_split: str = "val"
-    cache_dir: Optional[Path] = None
-    progress: bool = False
-
-
-def _keys(live_id, segment) -> np.ndarray:
-    return np.asarray(live_id, dtype=np.int64) * np.int64(1 << 20) + np.asarray(segment, dtype=np.int64)
-
-
-class ScoreSource:
-    """Base class: ``values(ctx)`` gives one score per row of ``ctx`` (NaN where the source has none)."""
-
-    name: str = "source"
-    #: True for sources that read the hidden truth (oracle arms); never a model's term.
-    oracle: bool = False
-    #: The label this source's scores predict, for calibration (None: unknown).
-    label: Optional[str] = None
-
-    def values(self, ctx: ScoreContext) -> np.ndarray:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def calibration_pairs(self, ctx: ScoreContext) -> Optional[Tuple[np.ndarray, Optional[np.ndarray]]]:
-        """``(scores, labels)`` on the calibration split (``labels`` None when the source has scores but
-        no labels there), or None when the source has no calibration data."""
-        return None
-
-    def describe(self) -> str:
-        return self.name
+def _finite_pairs(scores: np.ndarray, labels: Optional[np.ndarray]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """The (score, label) pairs where both are finite (scores alone when there are no labels)."""
+    if labels is None:
+        ok = np.isfinite(scores)
+        return scores[ok], None
+    ok = np.isfinite(scores) & np.isfinite(labels)
+    return scores[ok], labels[ok]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -150,57 +130,56 @@ class ScoreTable(ScoreSource):
         self._desc = description or f"table ({name})"
         self.live_id, self.segment, self.score, self.labels = _read_table(table, column, name, label)
         if not allow_first_segment and len(self.segment) and np.any(self.segment == 0):
-            n0 = int(np.sum(self.segment == 0))
+            n_first = int(np.sum(self.segment == 0))
             raise LeakageError(
-                f"score table {name!r}: {n0} row(s) score segment 0, which has no past. Scores must be keyed by the "
-                "TARGET segment u (scored from content < u), as `kuaihl eval --predictions` writes them; a table "
+                f"score table {name!r}: {n_first} row(s) score segment 0, which has no past. Scores must be keyed by "
+                "the TARGET segment u (scored from content < u), as `kuaihl eval --predictions` writes them; a table "
                 "keyed by the input segment leaks the segment on air. Shift it by +1, or pass "
                 "allow_first_segment=True if these are deliberate priors."
             )
-        keys = _keys(self.live_id, self.segment)
+        keys = score_keys(self.live_id, self.segment)
         order = np.argsort(keys, kind="stable")
         self._sorted_keys = keys[order]
         self._sorted_score = self.score[order]
         if len(keys) and np.any(np.diff(self._sorted_keys) == 0):
             raise ValueError(f"score table {name!r}: (live_id, segment) pairs are not unique")
-        self.val = val if (val is None or isinstance(val, ScoreTable)) else ScoreTable(val, name=f"{name}[val]", column=column, label=label,
-                                                                                        allow_first_segment=True)
+        if val is None or isinstance(val, ScoreTable):
+            self.val = val
+        else:
+            self.val = ScoreTable(val, name=f"{name}[val]", column=column, label=label, allow_first_segment=True)
 
     @classmethod
     def read(cls, path: Union[str, Path], **kwargs: Any) -> "ScoreTable":
-        import pyarrow.parquet as pq
-
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"{path}: no such score table (expected a Parquet file written by `kuaihl eval --predictions`)")
+            raise FileNotFoundError(
+                f"{path}: no such score table (expected a Parquet file written by `kuaihl eval --predictions`)")
         kwargs.setdefault("name", path.stem)
         kwargs.setdefault("description", str(path))
         val = kwargs.pop("val", None)
         if isinstance(val, (str, Path)):
-            val = cls.read(val, name=f"{kwargs['name']}[val]", column=kwargs.get("column", "score"), label=kwargs.get("label"),
-                           allow_first_segment=True)
+            val = cls.read(val, name=f"{kwargs['name']}[val]", column=kwargs.get("column", "score"),
+                           label=kwargs.get("label"), allow_first_segment=True)
         return cls(pq.read_table(path), val=val, **kwargs)
 
     def lookup(self, live_id, segment) -> np.ndarray:
-        keys = _keys(live_id, segment)
+        keys = score_keys(live_id, segment)
         if len(self._sorted_keys) == 0:
             return np.full(len(keys), np.nan)
         pos = np.searchsorted(self._sorted_keys, keys)
-        pos_c = np.minimum(pos, len(self._sorted_keys) - 1)
-        hit = self._sorted_keys[pos_c] == keys
-        return np.where(hit, self._sorted_score[pos_c], np.nan)
+        pos_clipped = np.minimum(pos, len(self._sorted_keys) - 1)
+        hit = self._sorted_keys[pos_clipped] == keys
+        return np.where(hit, self._sorted_score[pos_clipped], np.nan)
 
     def values(self, ctx: ScoreContext) -> np.ndarray:
         return self.lookup(ctx.live_id, ctx.segment)
 
-    def calibration_pairs(self, ctx: ScoreContext) -> Optional[Tuple[np.ndarray, Optional[np.ndarray]]]:
-        if self.val is None:
-            return None
-        if self.val.labels is None:
-            ok = np.isfinite(self.val.score)
-            return self.val.score[ok], None
-        ok = np.isfinite(self.val.score) & np.isfinite(self.val.labels)
-        return self.val.score[ok], self.val.labels[ok]
+    def finite_pairs(self) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """This table's (score, label) pairs where both are finite (scores alone without labels)."""
+        return _finite_pairs(self.score, self.labels)
+
+    def calibration_pairs(self, ctx: ScoreContext) -> CalibrationPairs:
+        return None if self.val is None else self.val.finite_pairs()
 
     def describe(self) -> str:
         return self._desc
@@ -208,15 +187,14 @@ class ScoreTable(ScoreSource):
 
 def _read_table(table: Any, column: str, name: str, label: Optional[str] = None):
     if isinstance(table, (str, Path)):
-        import pyarrow.parquet as pq
-
         table = pq.read_table(table)
     if hasattr(table, "to_pandas") and not isinstance(table, pd.DataFrame):
         table = table.to_pandas()
     if isinstance(table, Mapping):
         table = pd.DataFrame(dict(table))
     if not isinstance(table, pd.DataFrame):
-        raise TypeError(f"score table {name!r}: expected a DataFrame, an Arrow table, a mapping or a path, got {type(table).__name__}")
+        raise TypeError(f"score table {name!r}: expected a DataFrame, an Arrow table, a mapping or a path, "
+                        f"got {type(table).__name__}")
     missing = [c for c in ("live_id", "segment", column) if c not in table.columns]
     if missing:
         raise ValueError(f"score table {name!r}: missing column(s) {missing}; has {list(table.columns)}")
@@ -233,9 +211,11 @@ def _read_table(table: Any, column: str, name: str, label: Optional[str] = None)
 class RunDirScores(ScoreSource):
     """A ``kuaihl train`` run directory, scored on the simulated split (and on the calibration split).
 
-    Scoring runs :func:`kuaihl_rec.train.evaluate.evaluate_run` with ``predictions_out``; the
-    predictions Parquet files are cached in ``ctx.cache_dir`` (``<name>_<split>.parquet``) and reused
-    when they already exist.
+    ``ranking`` does not evaluate models: the context's ``score_run`` function
+    (:class:`ranking.score_source.RunScorer`; the application layer passes
+    ``kuaihl_rec.train.evaluate.evaluate_run``) writes the predictions Parquet files to
+    ``ctx.cache_dir`` (``<name>_<split>.parquet``; the run directory when there is none), and files
+    that already exist there are reused without it.
     """
 
     def __init__(self, run_dir: Union[str, Path], name: str = "run", label: Optional[str] = None) -> None:
@@ -254,24 +234,27 @@ class RunDirScores(ScoreSource):
         cache = Path(ctx.cache_dir) if ctx.cache_dir else self.run_dir
         path = cache / f"{self.name}_{split}.parquet"
         if not path.exists():
-            from kuaihl_rec.train.evaluate import evaluate_run
-
-            logger.info("scoring %s on %s split %s -> %s", self.run_dir, ctx.world_dir, split, path)
-            evaluate_run(self.run_dir, Path(ctx.world_dir), split, predictions_out=path, progress=ctx.progress)
+            self._score(ctx, split, path)
         table = ScoreTable.read(path, name=self.name, description=f"{self.run_dir} on {split} ({path})")
         self._tables[split] = table
         return table
 
+    def _score(self, ctx: ScoreContext, split: str, path: Path) -> None:
+        if ctx.score_run is None:
+            raise ValueError(
+                f"term {self.name!r} is the run directory {self.run_dir}, which needs a scoring function: pass "
+                "score_run=... to run_ab (or the ScoreContext), e.g. kuaihl_rec.train.evaluate.evaluate_run")
+        logger.info("scoring %s on %s split %s -> %s", self.run_dir, ctx.world_dir, split, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ctx.score_run(self.run_dir, Path(ctx.world_dir), split, predictions_out=path)
+        if not path.exists():
+            raise FileNotFoundError(f"term {self.name!r}: score_run wrote no predictions to {path}")
+
     def values(self, ctx: ScoreContext) -> np.ndarray:
         return self._table(ctx, ctx.split).values(ctx)
 
-    def calibration_pairs(self, ctx: ScoreContext) -> Optional[Tuple[np.ndarray, Optional[np.ndarray]]]:
-        t = self._table(ctx, ctx.cal_split)
-        if t.labels is None:
-            ok = np.isfinite(t.score)
-            return t.score[ok], None
-        ok = np.isfinite(t.score) & np.isfinite(t.labels)
-        return t.score[ok], t.labels[ok]
+    def calibration_pairs(self, ctx: ScoreContext) -> CalibrationPairs:
+        return self._table(ctx, ctx.cal_split).finite_pairs()
 
     def describe(self) -> str:
         return f"run {self.run_dir}"
@@ -287,8 +270,8 @@ class CallableScores(ScoreSource):
     that has no scores there (all NaN) can pass ``calibration=(scores, labels)`` instead.
     """
 
-    def __init__(self, fn: Callable[[np.ndarray, np.ndarray], Any], name: str = "callable", label: Optional[str] = None,
-                 calibration: Optional[Tuple[np.ndarray, Optional[np.ndarray]]] = None) -> None:
+    def __init__(self, fn: Callable[[np.ndarray, np.ndarray], Any], name: str = "callable",
+                 label: Optional[str] = None, calibration: CalibrationPairs = None) -> None:
         self.fn = fn
         self.name = name
         self.label = label
@@ -297,203 +280,28 @@ class CallableScores(ScoreSource):
     def _call(self, live_id: np.ndarray, segment: np.ndarray) -> np.ndarray:
         out = np.asarray(self.fn(live_id.copy(), segment.copy()), dtype=np.float64)
         if out.shape != live_id.shape:
-            raise ValueError(f"term {self.name!r}: the callable returned shape {out.shape} for {len(live_id)} rows")
+            raise ValueError(
+                f"term {self.name!r}: the callable returned shape {out.shape} for {len(live_id)} rows")
         return out
 
     def values(self, ctx: ScoreContext) -> np.ndarray:
         return self._call(ctx.live_id, ctx.segment)
 
-    def calibration_pairs(self, ctx: ScoreContext) -> Optional[Tuple[np.ndarray, Optional[np.ndarray]]]:
+    def calibration_pairs(self, ctx: ScoreContext) -> CalibrationPairs:
         if self._cal is not None:
             return self._cal
         if ctx.val_obs is None or len(ctx.val_obs) == 0:
             return None
-        s = self._call(ctx.val_obs["live_id"].to_numpy(np.int64), ctx.val_obs["segment"].to_numpy(np.int64))
-        ok = np.isfinite(s)
-        if not ok.any():
+        scores = self._call(ctx.val_obs["live_id"].to_numpy(np.int64), ctx.val_obs["segment"].to_numpy(np.int64))
+        if not np.isfinite(scores).any():
             return None
+        labels = None
         if self.label and self.label in ctx.val_obs.columns:
-            y = ctx.val_obs[self.label].to_numpy(np.float64)
-            ok &= np.isfinite(y)
-            return s[ok], y[ok]
-        return s[ok], None
+            labels = ctx.val_obs[self.label].to_numpy(np.float64)
+        return _finite_pairs(scores, labels)
 
     def describe(self) -> str:
         return f"callable {getattr(self.fn, '__qualname__', repr(self.fn))}"
-
-
-# ------------------------------------------------------------------------------------------------
-# Observable (production-like) terms
-# ------------------------------------------------------------------------------------------------
-
-
-#: Observable columns that are complete only some segments after their segment ends: LVTR counts
-#: views longer than 60 s, so the LVTR (and its numerator) of segment j is known at the end of
-#: segment j + 2 (README "When a label is known"; ``WindowConfig.label_delay``).
-DELAYED_COLUMNS: Dict[str, int] = {"lvtr": LABEL_DELAY_SEGMENTS["lvtr"], "n_long_viewers": LABEL_DELAY_SEGMENTS["lvtr"]}
-LVTR_DELAY = DELAYED_COLUMNS["lvtr"]
-
-
-def _prev(obs: pd.DataFrame, column: str, lag: int = 1) -> np.ndarray:
-    """Value of ``column`` at segment u - ``lag`` of the same room (NaN where the room has none)."""
-    live = obs["live_id"].to_numpy()
-    seg = obs["segment"].to_numpy()
-    val = obs[column].to_numpy(dtype=np.float64)
-    out = np.full(len(obs), np.nan)
-    if lag < len(obs):
-        same = (live[lag:] == live[:-lag]) & (seg[lag:] == seg[:-lag] + lag)
-        out[lag:][same] = val[:-lag][same]
-    return out
-
-
-def _cum_before(obs: pd.DataFrame, column: str, lag: int = 1) -> np.ndarray:
-    """Sum of ``column`` over segments <= u - ``lag`` of the same room (0 where there are none)."""
-    live = obs["live_id"].to_numpy()
-    seg = obs["segment"].to_numpy().astype(np.int64)
-    val = obs[column].to_numpy(dtype=np.float64)
-    first = np.r_[True, live[1:] != live[:-1]]
-    room = np.cumsum(first) - 1
-    start = np.flatnonzero(first)[room]
-    inclusive = np.cumsum(val)
-    before_room = np.where(start > 0, inclusive[start - 1], 0.0)
-    key = room.astype(np.int64) * (1 << 32) + seg
-    pos = np.searchsorted(key, key - lag, side="right") - 1  # last row of the room with segment <= u - lag
-    ok = (pos >= 0) & (pos >= start)
-    return np.where(ok, inclusive[np.maximum(pos, 0)] - before_room, 0.0)
-
-
-def prev_ctr(obs: pd.DataFrame) -> np.ndarray:
-    """CTR (clicks / exposures) of segment u - 1: the freshest CTR counter at tick u."""
-    return _prev(obs, "ctr")
-
-
-def prev_lvtr(obs: pd.DataFrame) -> np.ndarray:
-    """The last complete LVTR at tick u: the label of segment u - 3 (LVTR of u - 1 and u - 2 still
-    waits for its 60 s outcome). ``kuaihl eval`` reports it as ``last_complete_label``."""
-    return _prev(obs, "lvtr", lag=1 + LVTR_DELAY)
-
-
-def cum_ctr(obs: pd.DataFrame, prior_clicks: float = 1.0, prior_exposures: float = 10.0) -> np.ndarray:
-    """The room's smoothed CTR over segments < u: (clicks + 1) / (exposures + 10); NaN at u = 0."""
-    c, e = _cum_before(obs, "n_clicks"), _cum_before(obs, "n_exposures")
-    out = (c + prior_clicks) / (e + prior_exposures)
-    out[obs["segment"].to_numpy() == 0] = np.nan
-    return out
-
-
-def cum_lvtr(obs: pd.DataFrame, prior_long: float = 3.0, prior_viewers: float = 5.0) -> np.ndarray:
-    """The room's smoothed LVTR over its complete segments (<= u - 3): (long viewers + 3) /
-    (viewers + 5); the prior alone until the room has a complete segment; NaN at u = 0."""
-    lag = 1 + LVTR_DELAY
-    lv, v = _cum_before(obs, "n_long_viewers", lag), _cum_before(obs, "n_viewers", lag)
-    out = (lv + prior_long) / (v + prior_viewers)
-    out[obs["segment"].to_numpy() == 0] = np.nan
-    return out
-
-
-def prev_viewers(obs: pd.DataFrame) -> np.ndarray:
-    """log(1 + viewers) of segment u - 1 (the room's current audience size)."""
-    return np.log1p(_prev(obs, "n_viewers"))
-
-
-class ObservableTerm(ScoreSource):
-    """A term computed from the observable segment table: ``fn(obs) -> float[len(obs)]``.
-
-    ``obs`` holds ``live_id, segment`` and the observable columns (:data:`OBSERVABLE_COLUMNS`) of
-    every segment of the simulated rooms, sorted by (live_id, segment); row i's output is the score
-    of target segment ``obs.segment[i]``, which may use rows of the same room with a *smaller*
-    segment only. :meth:`values` runs :func:`check_causal` first and raises :class:`LeakageError`
-    when perturbing the segment on air or later changes an earlier score.
-    """
-
-    def __init__(self, fn: Callable[[pd.DataFrame], Any], name: str, label: Optional[str] = None, check: bool = True) -> None:
-        self.fn = fn
-        self.name = name
-        self.label = label
-        self.check = check
-        self._checked = False
-
-    def _apply(self, obs: pd.DataFrame) -> np.ndarray:
-        out = np.asarray(self.fn(obs), dtype=np.float64)
-        if out.shape != (len(obs),):
-            raise ValueError(f"term {self.name!r}: returned shape {out.shape} for {len(obs)} rows")
-        return out
-
-    def values(self, ctx: ScoreContext) -> np.ndarray:
-        if ctx.obs is None:
-            raise ValueError(f"term {self.name!r} needs the observable segment table")
-        if self.check and not self._checked:
-            check_causal(self.fn, ctx.obs, name=self.name)
-            self._checked = True
-        return self._apply(ctx.obs)
-
-    def calibration_pairs(self, ctx: ScoreContext) -> Optional[Tuple[np.ndarray, Optional[np.ndarray]]]:
-        if ctx.val_obs is None or len(ctx.val_obs) == 0:
-            return None
-        s = self._apply(ctx.val_obs)
-        if self.label is None or self.label not in ctx.val_obs.columns:
-            ok = np.isfinite(s)
-            return s[ok], None
-        y = ctx.val_obs[self.label].to_numpy(dtype=np.float64)
-        ok = np.isfinite(s) & np.isfinite(y)
-        return s[ok], y[ok]
-
-    def describe(self) -> str:
-        fn_name = getattr(self.fn, "__name__", "")
-        return f"observable {fn_name if fn_name and fn_name != '<lambda>' else self.name}"
-
-
-#: Built-in production-like terms (observable counters only), with the label each one predicts.
-BUILTIN_TERMS: Dict[str, Tuple[Callable[[pd.DataFrame], np.ndarray], str]] = {
-    "prev_ctr": (prev_ctr, "ctr"),
-    "prev_lvtr": (prev_lvtr, "lvtr"),
-    "cum_ctr": (cum_ctr, "ctr"),
-    "cum_lvtr": (cum_lvtr, "lvtr"),
-    "prev_viewers": (prev_viewers, "lvtr"),
-}
-
-
-def check_causal(fn: Callable[[pd.DataFrame], Any], obs: pd.DataFrame, name: str = "term", n_trials: int = 2, seed: int = 0) -> None:
-    """Refuse an observable term whose score for target u reads segment u or later.
-
-    For each trial, every room gets a random cut c (1 <= c < T); all observable values of segments
-    >= c are replaced by noise, and so are the values of :data:`DELAYED_COLUMNS` of segments >= c -
-    delay (LVTR of segments u - 1 and u - 2 is not yet complete at tick u); the scores of targets
-    u <= c must not change (bit for bit, NaN included). Raises :class:`LeakageError` with the share
-    of changed scores otherwise.
-    """
-    rng = np.random.default_rng(seed)
-    base = np.asarray(fn(obs), dtype=np.float64)
-    live = obs["live_id"].to_numpy()
-    seg = obs["segment"].to_numpy()
-    first = np.r_[True, live[1:] != live[:-1]]
-    room = np.cumsum(first) - 1
-    lengths = np.bincount(room)
-    for _ in range(n_trials):
-        cut_room = 1 + np.floor(rng.random(len(lengths)) * np.maximum(lengths - 1, 1)).astype(np.int64)
-        cut = cut_room[room]
-        pert = obs.copy()
-        for col in pert.columns:
-            if col in ("live_id", "segment", "streamer_id", "timestamp", "split"):
-                continue
-            vals = pert[col].to_numpy()
-            if not np.issubdtype(vals.dtype, np.number):
-                continue
-            hidden = seg >= cut - DELAYED_COLUMNS.get(col, 0)
-            noise = rng.random(int(hidden.sum()))
-            new = vals.astype(np.float64, copy=True)
-            new[hidden] = noise * (np.nanmax(vals) if np.isfinite(np.nanmax(vals)) and np.nanmax(vals) > 0 else 1.0) + 1.0
-            pert[col] = new.astype(vals.dtype) if np.issubdtype(vals.dtype, np.floating) else np.rint(new).astype(vals.dtype)
-        after = np.asarray(fn(pert), dtype=np.float64)
-        keep = seg <= cut
-        same = (base[keep] == after[keep]) | (np.isnan(base[keep]) & np.isnan(after[keep]))
-        if not same.all():
-            share = 1.0 - same.mean()
-            raise LeakageError(
-                f"term {name!r} is not causal: perturbing segments >= u (LVTR columns: >= u - {LVTR_DELAY}) changed {share:.1%} "
-                "of the scores of targets <= u. A score for target segment u may read segments < u only (the segment on air "
-                f"and later are the future), and {sorted(DELAYED_COLUMNS)} only of segments <= u - {1 + LVTR_DELAY} (incomplete before)."
-            )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -529,8 +337,22 @@ class TruthTerm(ScoreSource):
 # ------------------------------------------------------------------------------------------------
 
 
-def load_scores(source: Any, name: Optional[str] = None, column: str = "score", val: Any = None, label: Optional[str] = None,
-                **kwargs: Any) -> ScoreSource:
+def _source_from_path(source: Union[str, Path], name: Optional[str], column: str, val: Any, label: Optional[str],
+                      **kwargs: Any) -> ScoreSource:
+    path = Path(source)
+    if path.is_dir():
+        if (path / "model.pt").exists():
+            return RunDirScores(path, name=name or path.name, label=label)
+        raise FileNotFoundError(f"{path}: a directory without model.pt is not a run directory")
+    if path.suffix == ".parquet" or path.exists():
+        return ScoreTable.read(path, name=name or path.stem, column=column, val=val, label=label, **kwargs)
+    known = ", ".join(sorted(BUILTIN_TERMS))
+    raise FileNotFoundError(
+        f"{source!r}: no such score file or run directory (built-in terms: {known}; or truth:<column>)")
+
+
+def load_scores(source: Any, name: Optional[str] = None, column: str = "score", val: Any = None,
+                label: Optional[str] = None, **kwargs: Any) -> ScoreSource:
     """One :class:`ScoreSource` from whatever names the scores.
 
     - a :class:`ScoreSource`: returned as is;
@@ -539,7 +361,8 @@ def load_scores(source: Any, name: Optional[str] = None, column: str = "score", 
     - ``"prev_ctr"``, ``"prev_lvtr"``, ``"cum_ctr"``, ``"cum_lvtr"``, ``"prev_viewers"``: built-in
       observable terms; ``"truth:<column>"``: a :class:`TruthTerm` (oracle only);
     - a path to a ``.parquet`` file: :class:`ScoreTable` (``val=`` another file for calibration);
-    - a directory with ``model.pt``: :class:`RunDirScores` (scored with ``kuaihl eval`` on demand).
+    - a directory with ``model.pt``: :class:`RunDirScores` (scored on demand by the context's
+      ``score_run``, e.g. ``kuaihl eval``'s ``evaluate_run``).
     """
     if isinstance(source, ScoreSource):
         return source
@@ -548,20 +371,12 @@ def load_scores(source: Any, name: Optional[str] = None, column: str = "score", 
     if isinstance(source, (pd.DataFrame, Mapping)) or hasattr(source, "to_pandas"):
         return ScoreTable(source, name=name or "scores", column=column, val=val, label=label, **kwargs)
     if isinstance(source, str) and source in BUILTIN_TERMS:
-        fn, lab = BUILTIN_TERMS[source]
-        return ObservableTerm(fn, name=name or source, label=label or lab)
+        fn, builtin_label = BUILTIN_TERMS[source]
+        return ObservableTerm(fn, name=name or source, label=label or builtin_label)
     if isinstance(source, str) and source.startswith("truth:"):
         return TruthTerm(source.split(":", 1)[1], name=name)
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        if path.is_dir():
-            if (path / "model.pt").exists():
-                return RunDirScores(path, name=name or path.name, label=label)
-            raise FileNotFoundError(f"{path}: a directory without model.pt is not a run directory")
-        if path.suffix == ".parquet" or path.exists():
-            return ScoreTable.read(path, name=name or path.stem, column=column, val=val, label=label, **kwargs)
-        known = ", ".join(sorted(BUILTIN_TERMS))
-        raise FileNotFoundError(f"{source!r}: no such score file or run directory (built-in terms: {known}; or truth:<column>)")
+        return _source_from_path(source, name, column, val, label, **kwargs)
     raise TypeError(f"cannot make a score source from {type(source).__name__}")
 
 
@@ -583,7 +398,8 @@ class MissingReport:
         return d
 
 
-def fill_missing(values: np.ndarray, live_id: np.ndarray, segment: np.ndarray, policy: str, prior: float) -> Tuple[np.ndarray, MissingReport]:
+def fill_missing(values: np.ndarray, live_id: np.ndarray, segment: np.ndarray, policy: str,
+                 prior: float) -> Tuple[np.ndarray, MissingReport]:
     """Fill NaN scores by ``policy`` and count every fill.
 
     ``carry``: the room's most recent earlier score (a score computed at an earlier tick is still
@@ -592,24 +408,19 @@ def fill_missing(values: np.ndarray, live_id: np.ndarray, segment: np.ndarray, p
     """
     if policy not in ("carry", "prior"):
         raise ValueError(f"missing-score policy must be 'carry' or 'prior', got {policy!r}")
-    v = np.asarray(values, dtype=np.float64).copy()
-    miss = ~np.isfinite(v)
-    n_first = int(np.sum(miss & (segment == 0)))
+    filled = np.asarray(values, dtype=np.float64).copy()
+    missing = ~np.isfinite(filled)
+    n_first = int(np.sum(missing & (segment == 0)))
     n_carried = 0
-    if policy == "carry" and miss.any():
-        idx = np.where(~miss, np.arange(len(v)), -1)
-        last = np.maximum.accumulate(idx)
+    if policy == "carry" and missing.any():
+        row = np.arange(len(filled))
+        last_scored = np.maximum.accumulate(np.where(~missing, row, -1))
         first = np.r_[True, live_id[1:] != live_id[:-1]]
-        room_start = np.maximum.accumulate(np.where(first, np.arange(len(v)), 0))
-        ok = miss & (last >= room_start) & (last >= 0)
-        v[ok] = v[last[ok]]
-        n_carried = int(ok.sum())
-    still = ~np.isfinite(v)
-    v[still] = prior
-    return v, MissingReport(len(v), int(miss.sum()), n_first, n_carried, int(still.sum()), float(prior), policy)
-
-
-def stable_hash(*parts: Any) -> int:
-    """A 63-bit hash of strings / numbers, stable across processes and machines."""
-    h = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") >> 1
+        room_start = np.maximum.accumulate(np.where(first, row, 0))
+        carried = missing & (last_scored >= room_start) & (last_scored >= 0)
+        filled[carried] = filled[last_scored[carried]]
+        n_carried = int(carried.sum())
+    still = ~np.isfinite(filled)
+    filled[still] = prior
+    report = MissingReport(len(filled), int(missing.sum()), n_first, n_carried, int(still.sum()), float(prior), policy)
+    return filled, report

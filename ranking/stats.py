@@ -37,7 +37,7 @@ import math
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-from scipy import stats as _st
+from scipy import stats as scipy_stats
 
 __all__ = [
     "Lift",
@@ -52,7 +52,7 @@ __all__ = [
 
 
 def _z(alpha: float) -> float:
-    return float(_st.norm.isf(alpha / 2.0))
+    return float(scipy_stats.norm.isf(alpha / 2.0))
 
 
 @dataclasses.dataclass
@@ -116,6 +116,11 @@ def linearize(x, y) -> Tuple[float, np.ndarray]:
     return float(math.log(xb / yb)), x / xb - y / yb
 
 
+def _ratio(x: np.ndarray, y: np.ndarray) -> float:
+    """``sum x / sum y`` (NaN when ``sum y`` is not positive)."""
+    return float(x.sum() / y.sum()) if y.sum() > 0 else float("nan")
+
+
 def _var(a: np.ndarray) -> float:
     return float(a.var(ddof=1)) if len(a) > 1 else float("nan")
 
@@ -126,25 +131,27 @@ def log_ratio_se(x, y) -> float:
     return math.sqrt(_var(phi) / len(phi)) if len(phi) > 1 else float("nan")
 
 
-def _finish(metric, rc, rt, L, se, nc, nt, paired, alpha) -> Lift:
+def _finish(metric, ratio_c, ratio_t, L, se, n_c, n_t, paired, alpha) -> Lift:
+    """The :class:`Lift` of log lift ``L`` with standard error ``se`` (NaN throughout when either is not finite)."""
     z = _z(alpha)
     if not (np.isfinite(L) and np.isfinite(se)):
-        return Lift(metric, rc, rt, float("nan"), float("nan"), float("nan"), (float("nan"), float("nan")), float("nan"), nc, nt, paired)
+        nan = float("nan")
+        return Lift(metric, ratio_c, ratio_t, nan, nan, nan, (nan, nan), nan, n_c, n_t, paired)
     if se == 0.0:
         p = 1.0 if L == 0.0 else 0.0
     else:
-        p = float(2.0 * _st.norm.sf(abs(L) / se))
+        p = float(2.0 * scipy_stats.norm.sf(abs(L) / se))
     return Lift(
         metric=metric,
-        control=rc,
-        treatment=rt,
+        control=ratio_c,
+        treatment=ratio_t,
         lift=float(math.expm1(L)),
         log_lift=float(L),
         se=float(se),
         ci=(float(math.expm1(L - z * se)), float(math.expm1(L + z * se))),
         p_value=p,
-        n_control=nc,
-        n_treatment=nt,
+        n_control=n_c,
+        n_treatment=n_t,
         paired=paired,
     )
 
@@ -156,18 +163,18 @@ def ratio_lift(x_t, y_t, x_c, y_c, metric: str = "metric", paired: bool = False,
     every array is the same user (both arms simulated with common random numbers).
     """
     x_t, y_t, x_c, y_c = map(_as_float, (x_t, y_t, x_c, y_c))
-    Lt, phi_t = linearize(x_t, y_t)
-    Lc, phi_c = linearize(x_c, y_c)
-    rt = float(x_t.sum() / y_t.sum()) if y_t.sum() > 0 else float("nan")
-    rc = float(x_c.sum() / y_c.sum()) if y_c.sum() > 0 else float("nan")
+    log_ratio_t, phi_t = linearize(x_t, y_t)
+    log_ratio_c, phi_c = linearize(x_c, y_c)
     if paired:
         if len(x_t) != len(x_c):
             raise ValueError("paired=True needs the same users (rows) in both arms")
         n = len(x_t)
         se = math.sqrt(_var(phi_t - phi_c) / n) if n > 1 else float("nan")
     else:
-        se = math.sqrt(_var(phi_t) / len(x_t) + _var(phi_c) / len(x_c)) if min(len(x_t), len(x_c)) > 1 else float("nan")
-    return _finish(metric, rc, rt, Lt - Lc, se, len(x_c), len(x_t), paired, alpha)
+        independent = min(len(x_t), len(x_c)) > 1
+        se = math.sqrt(_var(phi_t) / len(x_t) + _var(phi_c) / len(x_c)) if independent else float("nan")
+    return _finish(metric, _ratio(x_c, y_c), _ratio(x_t, y_t), log_ratio_t - log_ratio_c, se, len(x_c), len(x_t),
+                   paired, alpha)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -191,29 +198,27 @@ def cuped_log_lift(
     ``info = {"theta", "variance_reduction"}``.
     """
     x_t, y_t, x_c, y_c = map(_as_float, (x_t, y_t, x_c, y_c))
-    pre = list(map(_as_float, (pre_x_t, pre_y_t, pre_x_c, pre_y_c)))
-    Lt, phi_t = linearize(x_t, y_t)
-    Lc, phi_c = linearize(x_c, y_c)
-    px = np.concatenate([pre[0], pre[2]])
-    py = np.concatenate([pre[1], pre[3]])
-    pxb, pyb = px.mean(), py.mean()
-    if pxb <= 0 or pyb <= 0:
+    pre_x_t, pre_y_t, pre_x_c, pre_y_c = map(_as_float, (pre_x_t, pre_y_t, pre_x_c, pre_y_c))
+    log_ratio_t, phi_t = linearize(x_t, y_t)
+    log_ratio_c, phi_c = linearize(x_c, y_c)
+    pre_x_mean = np.concatenate([pre_x_t, pre_x_c]).mean()
+    pre_y_mean = np.concatenate([pre_y_t, pre_y_c]).mean()
+    if pre_x_mean <= 0 or pre_y_mean <= 0:
         z_t, z_c = np.zeros_like(phi_t), np.zeros_like(phi_c)
     else:
-        z_t = pre[0] / pxb - pre[1] / pyb
-        z_c = pre[2] / pxb - pre[3] / pyb
-    zt_c, zc_c = z_t - z_t.mean(), z_c - z_c.mean()
-    var_z = float(np.dot(zt_c, zt_c) + np.dot(zc_c, zc_c))
-    theta = float((np.dot(phi_t, zt_c) + np.dot(phi_c, zc_c)) / var_z) if var_z > 0 else 0.0
-    L = (Lt - Lc) - theta * (z_t.mean() - z_c.mean())
+        z_t = pre_x_t / pre_x_mean - pre_y_t / pre_y_mean
+        z_c = pre_x_c / pre_x_mean - pre_y_c / pre_y_mean
+    z_t_centred, z_c_centred = z_t - z_t.mean(), z_c - z_c.mean()
+    var_z = float(np.dot(z_t_centred, z_t_centred) + np.dot(z_c_centred, z_c_centred))
+    cov_phi_z = np.dot(phi_t, z_t_centred) + np.dot(phi_c, z_c_centred)
+    theta = float(cov_phi_z / var_z) if var_z > 0 else 0.0
+    L = (log_ratio_t - log_ratio_c) - theta * (z_t.mean() - z_c.mean())
     adj_t, adj_c = phi_t - theta * z_t, phi_c - theta * z_c
     se = math.sqrt(_var(adj_t) / len(adj_t) + _var(adj_c) / len(adj_c))
     plain = math.sqrt(_var(phi_t) / len(phi_t) + _var(phi_c) / len(phi_c))
-    rt = float(x_t.sum() / y_t.sum()) if y_t.sum() > 0 else float("nan")
-    rc = float(x_c.sum() / y_c.sum()) if y_c.sum() > 0 else float("nan")
-    lift = _finish(metric, rc, rt, L, se, len(x_c), len(x_t), False, alpha)
-    vr = 1.0 - (se / plain) ** 2 if plain > 0 else 0.0
-    return lift, {"theta": theta, "variance_reduction": float(vr)}
+    lift = _finish(metric, _ratio(x_c, y_c), _ratio(x_t, y_t), L, se, len(x_c), len(x_t), False, alpha)
+    reduction = 1.0 - (se / plain) ** 2 if plain > 0 else 0.0
+    return lift, {"theta": theta, "variance_reduction": float(reduction)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -240,17 +245,18 @@ def bootstrap_log_lifts(
     num_t, den_t, num_c, den_c = (np.atleast_2d(_as_float(a).T).T for a in (num_t, den_t, num_c, den_c))
     rng = np.random.default_rng(seed)
     chunk = max(1, min(chunk, int(2e7 // max(len(num_t), len(num_c), 1))))  # bounded memory for millions of users
-    out = np.empty((n_boot, num_t.shape[1]))
-    mt = np.concatenate([num_t, den_t], axis=1)
-    mc = np.concatenate([num_c, den_c], axis=1)
-    M = num_t.shape[1]
+    n_metrics = num_t.shape[1]
+    out = np.empty((n_boot, n_metrics))
+    users_t = np.concatenate([num_t, den_t], axis=1)  # [n_t, 2M]: numerators, then denominators
+    users_c = np.concatenate([num_c, den_c], axis=1)
     for lo in range(0, n_boot, chunk):
-        b = min(chunk, n_boot - lo)
-        wt = rng.poisson(1.0, size=(b, len(mt))).astype(np.float64)
-        wc = wt if paired else rng.poisson(1.0, size=(b, len(mc))).astype(np.float64)
-        st, sc = wt @ mt, wc @ mc
+        n_draws = min(chunk, n_boot - lo)
+        weights_t = rng.poisson(1.0, size=(n_draws, len(users_t))).astype(np.float64)
+        weights_c = weights_t if paired else rng.poisson(1.0, size=(n_draws, len(users_c))).astype(np.float64)
+        sums_t, sums_c = weights_t @ users_t, weights_c @ users_c
         with np.errstate(divide="ignore", invalid="ignore"):
-            out[lo : lo + b] = np.log(st[:, :M] / st[:, M:]) - np.log(sc[:, :M] / sc[:, M:])
+            log_ratio_t = np.log(sums_t[:, :n_metrics] / sums_t[:, n_metrics:])
+            out[lo : lo + n_draws] = log_ratio_t - np.log(sums_c[:, :n_metrics] / sums_c[:, n_metrics:])
     return out
 
 
@@ -275,15 +281,16 @@ def srm_test(counts: Sequence[int], expected_shares: Optional[Sequence[float]] =
     ``p < 0.001`` (the usual SRM alarm threshold: a mismatch means the assignment or the logging is
     broken and no lift of the experiment should be trusted).
     """
-    obs = np.asarray(counts, dtype=np.float64)
-    k = len(obs)
+    observed = np.asarray(counts, dtype=np.float64)
+    k = len(observed)
     shares = np.full(k, 1.0 / k) if expected_shares is None else np.asarray(expected_shares, dtype=np.float64)
     if len(shares) != k or np.any(shares <= 0):
         raise ValueError("expected_shares must give one positive share per arm")
-    exp = obs.sum() * shares / shares.sum()
-    chi2 = float(((obs - exp) ** 2 / exp).sum()) if obs.sum() > 0 else 0.0
-    p = float(_st.chi2.sf(chi2, k - 1)) if k > 1 else 1.0
-    return {"counts": [int(c) for c in obs], "expected": [float(e) for e in exp], "chi2": chi2, "dof": k - 1, "p_value": p, "mismatch": bool(p < 1e-3)}
+    expected = observed.sum() * shares / shares.sum()
+    chi2 = float(((observed - expected) ** 2 / expected).sum()) if observed.sum() > 0 else 0.0
+    p = float(scipy_stats.chi2.sf(chi2, k - 1)) if k > 1 else 1.0
+    return {"counts": [int(c) for c in observed], "expected": [float(e) for e in expected], "chi2": chi2, "dof": k - 1,
+            "p_value": p, "mismatch": bool(p < 1e-3)}
 
 
 def holm(p_values: Iterable[float]) -> List[float]:

@@ -8,8 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from kuaihl_rec.data.io import segment_files
 from kuaihl_rec.data.world import generate_world, load_world_config, write_world
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,3 +87,40 @@ def test_run_ab_default_config_and_yaml(world_dir, tmp_path):
     assert (tmp_path / "yaml" / "report.md").exists()
     with pytest.raises(ValueError, match="unknown key"):
         run_ab(world_dir, tmp_path / "bad", {"armz": {}}, n_users=100, progress=False)
+
+
+def test_run_directory_terms_are_scored_by_the_callers_function(world_dir, tmp_path):
+    """ranking never imports the trainer: a run directory is scored by the ``score_run`` the caller passes."""
+    from ranking.experiment import run_ab
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.pt").write_bytes(b"")  # its presence marks a finished run; the stand-in scorer never reads it
+    arms = {"terms": {"content": {"source": str(run), "calibrate": "auto"}},
+            "sanity": {"placebo": False, "oracle": False}}
+    quick = dict(n_users=2000, progress=False, figures=False, sweep=False, paired=False)
+    with pytest.raises(ValueError, match=r"term 'content' is the run directory .* needs a scoring function") as err:
+        run_ab(world_dir, tmp_path / "no_scorer", arms, **quick)
+    assert "score_run=" in str(err.value) and "\n" not in str(err.value)
+    calls = []
+
+    def score_run(run_dir, data_dir, split, predictions_out):
+        """A stand-in for kuaihl eval --predictions: the LVTR of segment u - 1 as the score of target u."""
+        calls.append((Path(run_dir), Path(data_dir), split))
+        cols = ["live_id", "segment", "split", "lvtr"]
+        table = pa.concat_tables([pq.read_table(f, columns=cols) for f in segment_files(data_dir)]).to_pandas()
+        rows = table[table["split"] == split].sort_values(["live_id", "segment"])
+        score = rows.groupby("live_id")["lvtr"].shift(1)
+        ok = score.notna()
+        pq.write_table(pa.table({"live_id": rows["live_id"][ok].to_numpy(), "segment": rows["segment"][ok].to_numpy(),
+                                 "label": rows["lvtr"][ok].to_numpy(), "score": score[ok].to_numpy()}), predictions_out)
+
+    res = run_ab(world_dir, tmp_path / "scored", arms, score_run=score_run, **quick)
+    assert calls == [(run, world_dir, "test"), (run, world_dir, "val")]
+    assert res["terms"]["content"]["source"] == f"run {run}"
+    assert res["terms"]["content"]["calibration"]["kind"] == "platt"
+    assert (tmp_path / "scored" / "scores" / "content_test.parquet").exists()
+    # predictions already in OUT/scores are reused: no scoring function needed, the same numbers
+    again = run_ab(world_dir, tmp_path / "scored", arms, **quick)
+    assert len(calls) == 2
+    assert again["randomised"]["arms"]["treatment"]["metrics"] == res["randomised"]["arms"]["treatment"]["metrics"]
