@@ -30,8 +30,7 @@ The experiment
 Heavy submodules are imported lazily (PEP 562).
 """
 
-from importlib import import_module
-from typing import Any
+from kuaihl_rec.lazy import lazy_exports
 
 _EXPORTS = {
     "run_ab": "experiment",
@@ -60,10 +59,4 @@ _EXPORTS = {
     "holm": "stats",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(f"ranking.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'ranking' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

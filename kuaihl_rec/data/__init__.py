@@ -4,8 +4,7 @@ Names are imported lazily (PEP 562), so ``kuaihl world`` or ``kuaihl validate`` 
 importing torch and TorchRec, which only :mod:`batch` and :mod:`windows` need.
 """
 
-from importlib import import_module
-from typing import Any
+from kuaihl_rec.lazy import lazy_exports
 
 _EXPORTS = {
     "SPARSE_KEYS": "batch",
@@ -29,10 +28,4 @@ _EXPORTS = {
     "window_splits": "windows",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(f"kuaihl_rec.data.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'kuaihl_rec.data' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)
