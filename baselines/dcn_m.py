@@ -42,16 +42,29 @@ class DCNMHead(nn.Module):
     """``(emb [N, F, k], w (unused), dense [N, D]) -> logits [N]`` (cross network + deep network)."""
 
     def __init__(
-        self, n_fields: int, dim: int, n_dense: int, cross_layers: int, experts: int, low_rank: int, mlp: Sequence[int], dropout: float, structure: str
+        self,
+        n_fields: int,
+        dim: int,
+        n_dense: int,
+        cross_layers: int,
+        experts: int,
+        low_rank: int,
+        mlp: Sequence[int],
+        dropout: float,
+        structure: str,
     ) -> None:
         super().__init__()
         if structure not in STRUCTURES:
             raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}")
         if cross_layers < 1 or experts < 1 or low_rank < 1:
-            raise ValueError(f"cross_layers, experts and low_rank must be >= 1, got {cross_layers}, {experts}, {low_rank}")
+            raise ValueError(
+                f"cross_layers, experts and low_rank must be >= 1, got {cross_layers}, {experts}, {low_rank}"
+            )
         self.structure = structure
         in_dim = n_fields * dim + n_dense
-        self.cross = LowRankMixtureCrossNet(in_features=in_dim, num_layers=cross_layers, num_experts=experts, low_rank=low_rank, activation=torch.tanh)
+        self.cross = LowRankMixtureCrossNet(
+            in_features=in_dim, num_layers=cross_layers, num_experts=experts, low_rank=low_rank, activation=torch.tanh
+        )
         self.deep = MLP(in_dim, mlp, dropout)
         self.out = nn.Linear(in_dim + self.deep.out_dim if structure == "parallel" else self.deep.out_dim, 1)
 
@@ -71,7 +84,9 @@ class DCNM(PerPositionCTR):
 @register_model(
     "dcn_m", family="id_baseline", default_loss="point", paper={"tau": 0.5629},
     description="DCN-M (Wang et al. 2021) over the per-position ID features",
-    overrides=("embedding_dim", "mlp", "dropout", "cross_layers", "experts", "low_rank", "structure", "init_scale") + FEATURE_OVERRIDES,
+    overrides=(
+        "embedding_dim", "mlp", "dropout", "cross_layers", "experts", "low_rank", "structure", "init_scale"
+    ) + FEATURE_OVERRIDES,
 )
 def dcn_m(
     spec: BatchSpec,
@@ -90,5 +105,10 @@ def dcn_m(
     :class:`~baselines.features.FeatureConfig`; ``init_scale``: tables start uniform in
     +-init_scale (near zero, like DeepCTR / FuxiCTR)."""
     cfg = features_from_overrides(features)
-    head = DCNMHead(len(cfg.field_keys), embedding_dim, cfg.n_dense, int(cross_layers), int(experts), int(low_rank), as_hidden(mlp), dropout, structure)
-    return DCNM(spec, cfg, build_embedding_bags(spec, cfg, embedding_dim, init_scale=init_scale), None, head, embedding_dim)
+    head = DCNMHead(
+        len(cfg.field_keys), embedding_dim, cfg.n_dense, int(cross_layers), int(experts), int(low_rank),
+        as_hidden(mlp), dropout, structure,
+    )
+    return DCNM(
+        spec, cfg, build_embedding_bags(spec, cfg, embedding_dim, init_scale=init_scale), None, head, embedding_dim
+    )

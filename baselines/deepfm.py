@@ -68,4 +68,11 @@ def deepfm(
     ``init_scale``: tables start uniform in +-init_scale (near zero, like DeepCTR / FuxiCTR)."""
     cfg = features_from_overrides(features)
     head = DeepFMHead(len(cfg.field_keys), embedding_dim, cfg.n_dense, as_hidden(mlp), dropout)
-    return DeepFM(spec, cfg, build_embedding_bags(spec, cfg, embedding_dim, init_scale=init_scale), build_embedding_bags(spec, cfg, LINEAR_WIDTH, prefix="w_", init_scale=init_scale), head, embedding_dim)
+    return DeepFM(
+        spec,
+        cfg,
+        build_embedding_bags(spec, cfg, embedding_dim, init_scale=init_scale),
+        build_embedding_bags(spec, cfg, LINEAR_WIDTH, prefix="w_", init_scale=init_scale),
+        head,
+        embedding_dim,
+    )

@@ -60,7 +60,9 @@ class InputAwareFactors(nn.Module):
 class DIFMHead(nn.Module):
     """``(emb [N, F, k], w [N, F], dense [N, D]) -> logits [N]`` (reweighted FM, eq. 14)."""
 
-    def __init__(self, n_fields: int, dim: int, n_dense: int, heads: int, head_dim: int, mlp: Sequence[int], dropout: float) -> None:
+    def __init__(
+        self, n_fields: int, dim: int, n_dense: int, heads: int, head_dim: int, mlp: Sequence[int], dropout: float
+    ) -> None:
         super().__init__()
         self.factors = InputAwareFactors(n_fields, dim, heads, head_dim, mlp, dropout)
         self.first_order = FirstOrder(n_dense)
@@ -94,5 +96,14 @@ def difm(
     the vector-wise one; the feature overrides are those of :class:`~baselines.features.FeatureConfig`;
     ``init_scale``: tables start uniform in +-init_scale (near zero, like DeepCTR / FuxiCTR)."""
     cfg = features_from_overrides(features)
-    head = DIFMHead(len(cfg.field_keys), embedding_dim, cfg.n_dense, int(att_heads), int(att_head_dim), as_hidden(mlp), dropout)
-    return DIFM(spec, cfg, build_embedding_bags(spec, cfg, embedding_dim, init_scale=init_scale), build_embedding_bags(spec, cfg, LINEAR_WIDTH, prefix="w_", init_scale=init_scale), head, embedding_dim)
+    head = DIFMHead(
+        len(cfg.field_keys), embedding_dim, cfg.n_dense, int(att_heads), int(att_head_dim), as_hidden(mlp), dropout
+    )
+    return DIFM(
+        spec,
+        cfg,
+        build_embedding_bags(spec, cfg, embedding_dim, init_scale=init_scale),
+        build_embedding_bags(spec, cfg, LINEAR_WIDTH, prefix="w_", init_scale=init_scale),
+        head,
+        embedding_dim,
+    )

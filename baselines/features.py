@@ -148,7 +148,12 @@ class FeatureConfig:
 
     def table_rows(self, spec: BatchSpec) -> Dict[str, int]:
         """Rows of the table of every key."""
-        rows = {"streamer_id": spec.num_streamers, "live_id": spec.num_lives, "hour_id": HOURS, "elapsed_id": self.elapsed_buckets}
+        rows = {
+            "streamer_id": spec.num_streamers,
+            "live_id": spec.num_lives,
+            "hour_id": HOURS,
+            "elapsed_id": self.elapsed_buckets,
+        }
         rows.update({c: self.counter_buckets for c in self.counter_columns})
         if self.crosses:
             rows["streamer_x_hour"] = spec.num_streamers * HOURS
@@ -168,7 +173,9 @@ def log_bucket(x: Tensor, buckets: int, per_octave: int = 1) -> Tensor:
 
 def hour_of_day(timestamp: Tensor, tz_offset_hours: int = 0) -> Tensor:
     """Hour of day in ``[0, 24)`` of unix seconds (int64; padding's -1 maps to an in-range hour)."""
-    return torch.remainder(torch.div(timestamp.to(torch.int64) + 3600 * tz_offset_hours, 3600, rounding_mode="floor"), HOURS)
+    return torch.remainder(
+        torch.div(timestamp.to(torch.int64) + 3600 * tz_offset_hours, 3600, rounding_mode="floor"), HOURS
+    )
 
 
 def position_features(
@@ -239,7 +246,9 @@ class PositionFeatures(nn.Module):
         self.config = config
 
     def forward(self, batch: LiveBatch) -> Tuple[KeyedJaggedTensor, Tensor]:
-        return position_features(batch.sparse_features, batch.counters, batch.timestamp, batch.segment, self.config, self.training)
+        return position_features(
+            batch.sparse_features, batch.counters, batch.timestamp, batch.segment, self.config, self.training
+        )
 
 
 class StackFields(nn.Module):
@@ -308,7 +317,9 @@ def check_embedding_bags(ebc: EmbeddingBagCollection, keys: Sequence[str], dim: 
     missing = [k for k in keys if k not in found]
     wrong = [k for k in keys if k in found and found[k] != dim]
     if missing or wrong:
-        raise ValueError(f"{what}: needs one {dim}-wide table per feature {list(keys)}; missing {missing}, other width {wrong}")
+        raise ValueError(
+            f"{what}: needs one {dim}-wide table per feature {list(keys)}; missing {missing}, other width {wrong}"
+        )
 
 
 def feature_names(config: FeatureConfig) -> List[str]:
@@ -399,7 +410,10 @@ class PerPositionCTR(nn.Module):
     ) -> None:
         super().__init__()
         if spec.n_counters != len(COUNTER_COLUMNS):
-            raise ValueError(f"batches must carry the {len(COUNTER_COLUMNS)} counters of COUNTER_COLUMNS, spec says n_counters={spec.n_counters}")
+            raise ValueError(
+                f"batches must carry the {len(COUNTER_COLUMNS)} counters of COUNTER_COLUMNS, "
+                f"spec says n_counters={spec.n_counters}"
+            )
         self.spec = spec
         self.feature_config = features
         check_embedding_bags(embedding_bags, features.field_keys, embedding_dim, "embedding_bags")

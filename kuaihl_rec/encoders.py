@@ -87,7 +87,9 @@ class EncoderConfig:
 
     def __post_init__(self) -> None:
         if self.visual_token_mode not in VISUAL_TOKEN_MODES:
-            raise ValueError(f"visual_token_mode is {self.visual_token_mode!r}, expected one of {list(VISUAL_TOKEN_MODES)}")
+            raise ValueError(
+                f"visual_token_mode is {self.visual_token_mode!r}, expected one of {list(VISUAL_TOKEN_MODES)}"
+            )
         if self.text_pooling not in TEXT_POOLINGS:
             raise ValueError(f"text_pooling is {self.text_pooling!r}, expected one of {list(TEXT_POOLINGS)}")
         if self.frames_per_segment < 1:
@@ -168,7 +170,8 @@ def _require(module: str, pip_name: str):
         return __import__(module)
     except ImportError as exc:
         raise ImportError(
-            f"the content encoders need the package {pip_name!r} ({exc}); install the extra: pip install 'kuaihl-rec[encoders]'"
+            f"the content encoders need the package {pip_name!r} ({exc}); "
+            "install the extra: pip install 'kuaihl-rec[encoders]'"
         ) from exc
 
 
@@ -237,7 +240,9 @@ def _few(keys: Sequence[str], n: int = 5) -> str:
 
 
 def load_vision_checkpoint(model: nn.Module, path: Union[str, os.PathLike]) -> None:
-    """Load a local checkpoint into a timm model; missing, unexpected or mis-shaped keys are a :class:`CheckpointError`."""
+    """Load a local checkpoint into a timm model; missing, unexpected or mis-shaped keys are a
+    :class:`CheckpointError`.
+    """
     state = _strip_prefixes(read_checkpoint(path))
     filter_fn = None
     try:
@@ -256,7 +261,11 @@ def load_vision_checkpoint(model: nn.Module, path: Union[str, os.PathLike]) -> N
     state = {k: v for k, v in state.items() if not (k.startswith("head.") and k not in own)}
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    mis_shaped = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    mis_shaped = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
     if missing or unexpected or mis_shaped:
         parts = []
         if missing:
@@ -265,7 +274,9 @@ def load_vision_checkpoint(model: nn.Module, path: Union[str, os.PathLike]) -> N
             parts.append(f"{len(unexpected)} unexpected key(s): {_few(unexpected)}")
         if mis_shaped:
             parts.append(f"{len(mis_shaped)} key(s) with another shape (checkpoint vs model): {_few(mis_shaped)}")
-        raise CheckpointError(f"{path}: checkpoint does not match the vision model {type(model).__name__}: " + "; ".join(parts))
+        raise CheckpointError(
+            f"{path}: checkpoint does not match the vision model {type(model).__name__}: " + "; ".join(parts)
+        )
     model.load_state_dict(state, strict=True)
 
 
@@ -363,7 +374,10 @@ class TextEncoder(_Freezable):
                 self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.model_dir), local_files_only=True)
                 self.model = transformers.AutoModel.from_pretrained(str(self.model_dir), local_files_only=True)
             except Exception as exc:  # noqa: BLE001 - anything unloadable in a local directory
-                raise DataError(f"{self.model_dir}: cannot load a text model and tokenizer from it ({type(exc).__name__}: {exc})") from exc
+                raise DataError(
+                    f"{self.model_dir}: cannot load a text model and tokenizer from it "
+                    f"({type(exc).__name__}: {exc})"
+                ) from exc
         if getattr(self.model, "pooler", None) is not None:
             # The <CLS> / mean vector is read from the last hidden states; BERT's pooler head would be
             # parameters without gradients end to end (which DDP refuses), so it is dropped.
@@ -431,7 +445,13 @@ class EndToEndFeaturizer(nn.Module):
     encoders behind the same interface.
     """
 
-    def __init__(self, cfg: EncoderConfig, trainable: bool = True, visual: Optional[VisualEncoder] = None, text: Optional[TextEncoder] = None):
+    def __init__(
+        self,
+        cfg: EncoderConfig,
+        trainable: bool = True,
+        visual: Optional[VisualEncoder] = None,
+        text: Optional[TextEncoder] = None,
+    ):
         super().__init__()
         self.cfg = cfg
         self.visual = visual if visual is not None else VisualEncoder(cfg, trainable=trainable)

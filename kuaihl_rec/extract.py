@@ -87,7 +87,9 @@ def load_image(path: PathLike, size: int) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
-def load_frames(paths: Sequence[str], cfg: EncoderConfig, media_root: Optional[PathLike] = None, where: str = "") -> torch.Tensor:
+def load_frames(
+    paths: Sequence[str], cfg: EncoderConfig, media_root: Optional[PathLike] = None, where: str = ""
+) -> torch.Tensor:
     """A segment's frames as ``[frames_per_segment, 3, S, S]``; ``where`` prefixes error messages ("file: row r")."""
     prefix = f"{where}, " if where else ""
     if paths is None or len(paths) == 0:
@@ -102,7 +104,9 @@ def load_frames(paths: Sequence[str], cfg: EncoderConfig, media_root: Optional[P
         except FileNotFoundError as exc:
             raise DataError(f"{prefix}field 'frame_paths'[{j}]: image file {path} does not exist") from exc
         except Exception as exc:  # noqa: BLE001 - PIL raises many kinds for a corrupt file
-            raise DataError(f"{prefix}field 'frame_paths'[{j}]: cannot read image {path} ({type(exc).__name__}: {exc})") from exc
+            raise DataError(
+                f"{prefix}field 'frame_paths'[{j}]: cannot read image {path} ({type(exc).__name__}: {exc})"
+            ) from exc
     return torch.stack(frames)
 
 
@@ -129,7 +133,9 @@ class _Rows:
         return f"{f}: row {r}"
 
 
-def _read_source(source: Union[PathLike, pa.Table]) -> Tuple[List[Tuple[str, pa.Table]], Optional[Path], Optional[Dict[str, Any]]]:
+def _read_source(
+    source: Union[PathLike, pa.Table],
+) -> Tuple[List[Tuple[str, pa.Table]], Optional[Path], Optional[Dict[str, Any]]]:
     """``[(display name, table)]``, the default media root and the manifest (if any)."""
     if isinstance(source, pa.Table):
         return [(IN_MEMORY, source)], None, None
@@ -156,7 +162,10 @@ def _collect_rows(parts: List[Tuple[str, pa.Table]], cfg: EncoderConfig, media_r
         comments = table.column("comment_text").to_pylist()
         for r, (fp, a, c) in enumerate(zip(frames, asr, comments)):
             if fp is None or len(fp) == 0:
-                raise DataError(f"{name}: row {r}, field 'frame_paths': the segment has no frames ({'null' if fp is None else 'empty list'})")
+                raise DataError(
+                    f"{name}: row {r}, field 'frame_paths': the segment has no frames "
+                    f"({'null' if fp is None else 'empty list'})"
+                )
             if len(fp) != cfg.frames_per_segment:
                 rows.other_frame_counts += 1
             for j in frame_indices(len(fp), cfg.frames_per_segment):
@@ -194,6 +203,164 @@ def _list_chunk(values: np.ndarray) -> pa.ListArray:
 # Extraction
 
 
+def _encoder_config(
+    cfg: Optional[EncoderConfig], encoders: Optional[Tuple[VisualEncoder, TextEncoder]]
+) -> EncoderConfig:
+    """The configuration to extract with, from ``cfg`` and the ``encoders`` passed in (if any).
+
+    Without ``encoders``: ``cfg``, or the default :class:`EncoderConfig`. With them: the visual encoder's
+    configuration with the text fields of the text encoder's (a ``cfg`` that differs from the visual
+    encoder's is a ``ValueError``).
+    """
+    if encoders is not None:
+        if cfg is not None and cfg != encoders[0].cfg:
+            raise ValueError("cfg differs from the configuration the visual encoder passed in was built from")
+        # Frames, image size and k_v come from the visual encoder; the text fields from the text encoder.
+        tcfg = encoders[1].cfg
+        cfg = dataclasses.replace(
+            encoders[0].cfg, text_model=tcfg.text_model, max_tokens=tcfg.max_tokens, text_pooling=tcfg.text_pooling
+        )
+    return cfg or EncoderConfig()
+
+
+def _media_root(
+    media_root: Optional[PathLike], manifest: Optional[Dict[str, Any]], default_root: Optional[Path]
+) -> Optional[Path]:
+    """The resolved media root: ``media_root`` if given, else the one recorded in ``manifest``
+    (``extracted_by.media_root``), else ``default_root``; ``None`` when there is none.
+    """
+    if media_root is None:
+        recorded = ((manifest or {}).get("extracted_by") or {}).get("media_root")
+        media_root = Path(recorded) if recorded else default_root
+    return Path(media_root).resolve() if media_root is not None else None
+
+
+def _report_rows(
+    rows: _Rows, source: Union[PathLike, pa.Table], parts: List[Tuple[str, pa.Table]], cfg: EncoderConfig
+) -> List[str]:
+    """Check and log the collected ``rows`` of ``source``: no rows is a :class:`DataError`; other frame
+    counts and null texts are logged. Returns the columns (``visual`` / ``text``) of ``parts`` that the
+    extracted features replace (logged too).
+    """
+    if len(rows) == 0:
+        raise DataError(f"{source if not isinstance(source, pa.Table) else IN_MEMORY}: the table has no rows")
+    if rows.other_frame_counts:
+        logger.warning(
+            "%d segment(s) do not have %d frames: %d evenly spaced frames were taken (repeated when fewer)",
+            rows.other_frame_counts, cfg.frames_per_segment, cfg.frames_per_segment,
+        )
+    if rows.null_asr or rows.null_comments:
+        logger.info(
+            "%d segment(s) without ASR text and %d without comments: encoded as empty text",
+            rows.null_asr, rows.null_comments,
+        )
+    replaced = [c for c in ("visual", "text") if any(c in t.column_names for _, t in parts)]
+    if replaced:
+        logger.info("the input already has column(s) %s: they are replaced by the extracted features", replaced)
+    return replaced
+
+
+def _prepare_encoders(
+    cfg: EncoderConfig,
+    encoders: Optional[Tuple[VisualEncoder, TextEncoder]],
+    device: Union[str, torch.device],
+    n_rows: int,
+) -> Tuple[VisualEncoder, TextEncoder, Tuple[bool, bool], FeatureSizes]:
+    """Build the encoders of ``cfg`` (or take ``encoders``), move them to ``device`` in eval mode and log
+    what is extracted for ``n_rows`` segments. Returns ``(visual encoder, text encoder, their training
+    modes before, feature sizes)``.
+    """
+    if encoders is None:
+        visual_enc, text_enc = VisualEncoder(cfg), TextEncoder(cfg)
+    else:
+        visual_enc, text_enc = encoders
+    modes = (visual_enc.training, text_enc.training)
+    visual_enc.to(device).eval()
+    text_enc.to(device).eval()
+    sizes = FeatureSizes(visual_tokens=cfg.k_v, visual_dim=visual_enc.dim, text_dim=text_enc.dim)
+    logger.info(
+        "extracting %d segment(s): vision %s (%s), text %s; feature sizes visual %d x %d, text %d",
+        n_rows, cfg.vision_model, cfg.vision_checkpoint or "random init", text_enc.model_dir,
+        sizes.visual_tokens, sizes.visual_dim, sizes.text_dim,
+    )
+    return visual_enc, text_enc, modes, sizes
+
+
+def _encode_rows(
+    rows: _Rows,
+    cfg: EncoderConfig,
+    visual_enc: VisualEncoder,
+    text_enc: TextEncoder,
+    sizes: FeatureSizes,
+    media_root: Optional[Path],
+    batch_size: int,
+    device: Union[str, torch.device],
+    progress: bool,
+) -> Tuple[List[pa.Array], List[pa.Array]]:
+    """Load the frames and encode the frames and texts of ``rows`` in batches of ``batch_size`` under
+    ``torch.inference_mode`` (a progress bar when ``progress``). Returns the ``visual`` and the ``text``
+    chunks (list<float32>, one per batch); a non-finite feature is a :class:`DataError` naming its row.
+    """
+    from tqdm.auto import tqdm
+
+    vis_chunks: List[pa.Array] = []
+    txt_chunks: List[pa.Array] = []
+    bar = tqdm(total=len(rows), unit="seg", desc="extract", disable=not progress)
+    try:
+        with torch.inference_mode():
+            for lo in range(0, len(rows), batch_size):
+                hi = min(lo + batch_size, len(rows))
+                images = torch.stack(
+                    [load_frames(rows.frames[i], cfg, media_root, rows.label(i)) for i in range(lo, hi)]
+                )
+                vis = visual_enc(images.to(device)).reshape(hi - lo, sizes.visual_len)
+                txt = text_enc(rows.texts[lo:hi])
+                vis_np = vis.float().cpu().numpy()
+                txt_np = txt.float().cpu().numpy()
+                for name, arr in (("visual", vis_np), ("text", txt_np)):
+                    if not np.isfinite(arr).all():
+                        bad = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
+                        raise DataError(
+                            f"{rows.label(lo + bad)}, field '{name}': the encoder produced a non-finite feature"
+                        )
+                vis_chunks.append(_list_chunk(vis_np))
+                txt_chunks.append(_list_chunk(txt_np))
+                bar.update(hi - lo)
+    finally:
+        bar.close()
+    return vis_chunks, txt_chunks
+
+
+def _assemble_table(
+    parts: List[Tuple[str, pa.Table]], vis_chunks: List[pa.Array], txt_chunks: List[pa.Array]
+) -> pa.Table:
+    """The input ``parts`` (older ``visual`` / ``text`` dropped) concatenated, with the encoded chunks
+    appended as ``visual`` / ``text`` and the columns in schema order.
+    """
+    tables = [t.drop_columns([c for c in ("visual", "text") if c in t.column_names]) for _, t in parts]
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    table = table.append_column("visual", pa.chunked_array(vis_chunks, pa.list_(pa.float32())))
+    table = table.append_column("text", pa.chunked_array(txt_chunks, pa.list_(pa.float32())))
+    return table.select(_ordered_columns(table.column_names))
+
+
+def _provenance(
+    cfg: EncoderConfig, text_enc: TextEncoder, media_root: Optional[Path], source: Union[PathLike, pa.Table]
+) -> Dict[str, Any]:
+    """The manifest's ``extracted_by`` entry (as ``{"extracted_by": {...}}``): encoder configuration,
+    whether the vision model is pretrained, the text model directory, the media root and the source.
+    """
+    return {
+        "extracted_by": {
+            "encoder_config": cfg.to_dict(),
+            "vision_pretrained": cfg.vision_checkpoint is not None,
+            "text_model_dir": str(text_enc.model_dir),
+            "media_root": str(media_root) if media_root is not None else None,
+            "source": IN_MEMORY if isinstance(source, pa.Table) else str(source),
+        }
+    }
+
+
 def extract_features(
     source: Union[PathLike, pa.Table],
     out_dir: PathLike,
@@ -211,97 +378,35 @@ def extract_features(
     "replaced_columns"}``: ``seconds`` is the whole call (reading, loading the encoders, writing),
     ``rows_per_s`` counts the batched loading and encoding only.
     """
-    from tqdm.auto import tqdm
-
     if batch_size < 1:
         raise ValueError(f"batch_size is {batch_size}, expected >= 1")
     t0 = time.perf_counter()
     parts, default_root, manifest = _read_source(source)
-    if encoders is not None:
-        if cfg is not None and cfg != encoders[0].cfg:
-            raise ValueError("cfg differs from the configuration the visual encoder passed in was built from")
-        # Frames, image size and k_v come from the visual encoder; the text fields from the text encoder.
-        tcfg = encoders[1].cfg
-        cfg = dataclasses.replace(encoders[0].cfg, text_model=tcfg.text_model, max_tokens=tcfg.max_tokens, text_pooling=tcfg.text_pooling)
-    cfg = cfg or EncoderConfig()
-    if media_root is None:
-        recorded = ((manifest or {}).get("extracted_by") or {}).get("media_root")
-        media_root = Path(recorded) if recorded else default_root
-    media_root = Path(media_root).resolve() if media_root is not None else None
+    cfg = _encoder_config(cfg, encoders)
+    media_root = _media_root(media_root, manifest, default_root)
     rows = _collect_rows(parts, cfg, media_root)
-    if len(rows) == 0:
-        raise DataError(f"{source if not isinstance(source, pa.Table) else IN_MEMORY}: the table has no rows")
-    if rows.other_frame_counts:
-        logger.warning(
-            "%d segment(s) do not have %d frames: %d evenly spaced frames were taken (repeated when fewer)",
-            rows.other_frame_counts, cfg.frames_per_segment, cfg.frames_per_segment,
-        )
-    if rows.null_asr or rows.null_comments:
-        logger.info("%d segment(s) without ASR text and %d without comments: encoded as empty text", rows.null_asr, rows.null_comments)
-    replaced = [c for c in ("visual", "text") if any(c in t.column_names for _, t in parts)]
-    if replaced:
-        logger.info("the input already has column(s) %s: they are replaced by the extracted features", replaced)
+    replaced = _report_rows(rows, source, parts, cfg)
 
-    if encoders is None:
-        visual_enc, text_enc = VisualEncoder(cfg), TextEncoder(cfg)
-    else:
-        visual_enc, text_enc = encoders
-    modes = (visual_enc.training, text_enc.training)
-    visual_enc.to(device).eval()
-    text_enc.to(device).eval()
-    sizes = FeatureSizes(visual_tokens=cfg.k_v, visual_dim=visual_enc.dim, text_dim=text_enc.dim)
-    logger.info(
-        "extracting %d segment(s): vision %s (%s), text %s; feature sizes visual %d x %d, text %d",
-        len(rows), cfg.vision_model, cfg.vision_checkpoint or "random init", text_enc.model_dir,
-        sizes.visual_tokens, sizes.visual_dim, sizes.text_dim,
-    )
-
+    visual_enc, text_enc, modes, sizes = _prepare_encoders(cfg, encoders, device, len(rows))
     t_encode = time.perf_counter()
-    vis_chunks: List[pa.Array] = []
-    txt_chunks: List[pa.Array] = []
-    bar = tqdm(total=len(rows), unit="seg", desc="extract", disable=not progress)
     try:
-        with torch.inference_mode():
-            for lo in range(0, len(rows), batch_size):
-                hi = min(lo + batch_size, len(rows))
-                images = torch.stack([load_frames(rows.frames[i], cfg, media_root, rows.label(i)) for i in range(lo, hi)])
-                vis = visual_enc(images.to(device)).reshape(hi - lo, sizes.visual_len)
-                txt = text_enc(rows.texts[lo:hi])
-                vis_np = vis.float().cpu().numpy()
-                txt_np = txt.float().cpu().numpy()
-                for name, arr in (("visual", vis_np), ("text", txt_np)):
-                    if not np.isfinite(arr).all():
-                        bad = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
-                        raise DataError(f"{rows.label(lo + bad)}, field '{name}': the encoder produced a non-finite feature")
-                vis_chunks.append(_list_chunk(vis_np))
-                txt_chunks.append(_list_chunk(txt_np))
-                bar.update(hi - lo)
+        vis_chunks, txt_chunks = _encode_rows(
+            rows, cfg, visual_enc, text_enc, sizes, media_root, batch_size, device, progress
+        )
     finally:
-        bar.close()
         visual_enc.train(modes[0])
         text_enc.train(modes[1])
-
     encode_seconds = time.perf_counter() - t_encode
-    tables = [t.drop_columns([c for c in ("visual", "text") if c in t.column_names]) for _, t in parts]
-    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
-    table = table.append_column("visual", pa.chunked_array(vis_chunks, pa.list_(pa.float32())))
-    table = table.append_column("text", pa.chunked_array(txt_chunks, pa.list_(pa.float32())))
-    table = table.select(_ordered_columns(table.column_names))
-    extra = {
-        "extracted_by": {
-            "encoder_config": cfg.to_dict(),
-            "vision_pretrained": cfg.vision_checkpoint is not None,
-            "text_model_dir": str(text_enc.model_dir),
-            "media_root": str(media_root) if media_root is not None else None,
-            "source": IN_MEMORY if isinstance(source, pa.Table) else str(source),
-        }
-    }
-    out = write_segment_table(table, out_dir, sizes, extra=extra)
+
+    table = _assemble_table(parts, vis_chunks, txt_chunks)
+    out = write_segment_table(table, out_dir, sizes, extra=_provenance(cfg, text_enc, media_root, source))
     seconds = time.perf_counter() - t0
     logger.info("wrote %d segment(s) to %s in %.1f s", len(rows), out, seconds)
     return {
         "rows": len(rows),
-        "feature_sizes": {"visual_tokens": sizes.visual_tokens, "visual_dim": sizes.visual_dim, "text_dim": sizes.text_dim},
+        "feature_sizes": {
+            "visual_tokens": sizes.visual_tokens, "visual_dim": sizes.visual_dim, "text_dim": sizes.text_dim
+        },
         "seconds": seconds,
         "encode_seconds": encode_seconds,
         "rows_per_s": len(rows) / encode_seconds if encode_seconds > 0 else float("inf"),
@@ -337,7 +442,9 @@ def run_extract(
         text_model=str(text_model),
         **overrides,
     )
-    summary = extract_features(input_path, out_dir, cfg, batch_size=batch_size, progress=progress, media_root=media_root, device=device)
+    summary = extract_features(
+        input_path, out_dir, cfg, batch_size=batch_size, progress=progress, media_root=media_root, device=device
+    )
     report = validate_path(out_dir)
     summary.update(
         {

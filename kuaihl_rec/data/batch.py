@@ -95,7 +95,9 @@ class LiveBatch(Pipelineable):
         return [t for t in (getattr(self, name) for name in self._TENSOR_FIELDS) if t is not None]
 
     def _map(self, fn) -> dict:
-        return {name: (None if getattr(self, name) is None else fn(getattr(self, name))) for name in self._TENSOR_FIELDS}
+        return {
+            name: (None if getattr(self, name) is None else fn(getattr(self, name))) for name in self._TENSOR_FIELDS
+        }
 
     def to(self, device: torch.device, non_blocking: bool = False) -> "LiveBatch":
         moved = self._map(lambda t: t.to(device=device, non_blocking=non_blocking))

@@ -113,7 +113,8 @@ class ValidationReport:
 
     def format(self) -> str:
         lines = [
-            f"{self.path}: {self.n_rows} rows, {self.n_rooms} rooms, {self.n_streamers} streamers in {self.n_files} file(s)"
+            f"{self.path}: {self.n_rows} rows, {self.n_rooms} rooms, {self.n_streamers} streamers "
+            f"in {self.n_files} file(s)"
         ]
         if self.sizes:
             s = self.sizes
@@ -125,7 +126,9 @@ class ValidationReport:
         if self.ok:
             lines.append("  OK: the table satisfies the segment-data contract")
         else:
-            lines.append(f"  INVALID: {sum(p.count for p in self.errors.values())} problem(s) of {len(self.errors)} kind(s)")
+            lines.append(
+                f"  INVALID: {sum(p.count for p in self.errors.values())} problem(s) of {len(self.errors)} kind(s)"
+            )
             for prob in self.errors.values():
                 lines.append(f"  - {prob.kind}: {prob.count}")
                 lines.extend(f"      {ex}" for ex in prob.examples)
@@ -194,7 +197,11 @@ class _FileChecker:
         usable = True
         for col in REQUIRED_TYPES:
             if col not in names:
-                self.report.add("missing_column", 1, [f"{self.path}: field '{col}': required column is missing (columns present: {sorted(names)})"])
+                self.report.add(
+                    "missing_column",
+                    1,
+                    [f"{self.path}: field '{col}': required column is missing (columns present: {sorted(names)})"],
+                )
                 usable = False
         for col in [c for c in table.column_names if c in REQUIRED_TYPES or c in OPTIONAL_TYPES]:
             found = table.schema.field(col).type
@@ -204,7 +211,9 @@ class _FileChecker:
                 usable = False
         if not usable:
             return False
-        for col in [c for c in table.column_names if c in REQUIRED_TYPES or c in COUNTER_COLUMNS or c in ("ctr", "split")]:
+        for col in [
+            c for c in table.column_names if c in REQUIRED_TYPES or c in COUNTER_COLUMNS or c in ("ctr", "split")
+        ]:
             nulls = table.column(col).is_null().to_numpy(zero_copy_only=False)
             self.flag("null_value", _rows_where(nulls), col, lambda r: "value is null")
         self._check_vectors(table)
@@ -222,7 +231,10 @@ class _FileChecker:
                 expected = int(lengths[0]) if len(lengths) else 0
                 source = "row 0"
             bad = _rows_where(lengths != expected)
-            self.flag("wrong_length", bad, col, lambda r, e=expected, s=source, L=lengths: f"vector has {L[r]} values, expected {e} (from {s})")
+            self.flag(
+                "wrong_length", bad, col,
+                lambda r, e=expected, s=source, L=lengths: f"vector has {L[r]} values, expected {e} (from {s})",
+            )
             finite = np.isfinite(values)
             if not finite.all():
                 bad_rows = np.unique(owners[~finite])
@@ -230,7 +242,10 @@ class _FileChecker:
                 first_bad = {}
                 for idx in np.flatnonzero(~finite)[: 10 * MAX_EXAMPLES]:
                     first_bad.setdefault(int(owners[idx]), vals[idx])
-                self.flag("non_finite", bad_rows, col, lambda r, fb=first_bad: f"vector holds {fb.get(r, 'a non-finite value')}")
+                self.flag(
+                    "non_finite", bad_rows, col,
+                    lambda r, fb=first_bad: f"vector holds {fb.get(r, 'a non-finite value')}",
+                )
 
     def _check_labels(self, table: pa.Table) -> None:
         for col in ("lvtr", "ctr"):
@@ -249,40 +264,72 @@ class _FileChecker:
         for col, vals in counts.items():
             with np.errstate(invalid="ignore"):
                 self.flag("negative_count", _rows_where(vals < 0), col, lambda r, v=vals: f"count {v[r]} is negative")
-        for small, big, kind in (("n_long_viewers", "n_viewers", "long_gt_viewers"), ("n_clicks", "n_exposures", "clicks_gt_exposures")):
+        for small, big, kind in (
+            ("n_long_viewers", "n_viewers", "long_gt_viewers"),
+            ("n_clicks", "n_exposures", "clicks_gt_exposures"),
+        ):
             if small in counts and big in counts:
                 a, b = counts[small], counts[big]
                 with np.errstate(invalid="ignore"):
                     bad = _rows_where(a > b)
                 self.flag(kind, bad, small, lambda r, a=a, b=b, s=small, g=big: f"{s} = {a[r]} exceeds {g} = {b[r]}")
 
-    def check_rooms(self, live: np.ndarray, seg: np.ndarray, ts: np.ndarray, streamer: np.ndarray, split: Optional[np.ndarray]) -> None:
+    def check_rooms(
+        self, live: np.ndarray, seg: np.ndarray, ts: np.ndarray, streamer: np.ndarray, split: Optional[np.ndarray]
+    ) -> None:
         """Ordering checks inside the file: rows of a room must be contiguous, in order, without gaps."""
         if not len(live):
             return
         same_room = live[1:] == live[:-1]
         step = seg[1:].astype(np.int64) - seg[:-1].astype(np.int64)
         dup = _rows_where(same_room & (step == 0)) + 1
-        self.flag("duplicate_segment", dup, "segment", lambda r: f"live_id {live[r]} segment {seg[r]} appears again (also row {r - 1})")
+        self.flag(
+            "duplicate_segment", dup, "segment",
+            lambda r: f"live_id {live[r]} segment {seg[r]} appears again (also row {r - 1})",
+        )
         back = _rows_where(same_room & (step < 0)) + 1
-        self.flag("out_of_order", back, "segment", lambda r: f"live_id {live[r]}: segment {seg[r]} comes after segment {seg[r - 1]} (rows must be sorted by live_id, segment)")
+        self.flag(
+            "out_of_order", back, "segment",
+            lambda r: (
+                f"live_id {live[r]}: segment {seg[r]} comes after segment {seg[r - 1]} "
+                "(rows must be sorted by live_id, segment)"
+            ),
+        )
         gap = _rows_where(same_room & (step > 1)) + 1
-        self.flag("segment_gap", gap, "segment", lambda r: f"live_id {live[r]}: segment {seg[r]} follows segment {seg[r - 1]}: {seg[r] - seg[r - 1] - 1} segment(s) missing")
+        self.flag(
+            "segment_gap", gap, "segment",
+            lambda r: (
+                f"live_id {live[r]}: segment {seg[r]} follows segment {seg[r - 1]}: "
+                f"{seg[r] - seg[r - 1] - 1} segment(s) missing"
+            ),
+        )
         ts_bad = _rows_where(same_room & (step > 0) & (ts[1:] <= ts[:-1])) + 1
-        self.flag("timestamp_order", ts_bad, "timestamp", lambda r: f"live_id {live[r]}: timestamp {ts[r]} not after the previous segment's {ts[r - 1]}")
+        self.flag(
+            "timestamp_order", ts_bad, "timestamp",
+            lambda r: f"live_id {live[r]}: timestamp {ts[r]} not after the previous segment's {ts[r - 1]}",
+        )
         # A room seen again later in the file (rows not contiguous) is also out of order.
         starts = np.flatnonzero(np.r_[True, ~same_room])
         room_ids = live[starts]
         order = np.argsort(room_ids, kind="stable")
         repeated = starts[order][1:][room_ids[order][1:] == room_ids[order][:-1]]
-        self.flag("out_of_order", repeated, "live_id", lambda r: f"live_id {live[r]} reappears after other rooms (a room's rows must be contiguous)")
+        self.flag(
+            "out_of_order", repeated, "live_id",
+            lambda r: f"live_id {live[r]} reappears after other rooms (a room's rows must be contiguous)",
+        )
         sc = _rows_where(same_room & (streamer[1:] != streamer[:-1])) + 1
-        self.flag("streamer_changes", sc, "streamer_id", lambda r: f"live_id {live[r]} has streamer_id {streamer[r]} but {streamer[r - 1]} on the previous row")
+        self.flag(
+            "streamer_changes", sc, "streamer_id",
+            lambda r: f"live_id {live[r]} has streamer_id {streamer[r]} but {streamer[r - 1]} on the previous row",
+        )
         if split is not None:
             bad_value = _rows_where(~np.isin(split, np.array(SPLITS, dtype=object)))
             self.flag("bad_split", bad_value, "split", lambda r: f"value {split[r]!r}, expected one of {list(SPLITS)}")
             changes = _rows_where(same_room & (split[1:] != split[:-1])) + 1
-            self.flag("bad_split", changes, "split", lambda r: f"live_id {live[r]} is in split {split[r]!r} here but {split[r - 1]!r} on the previous row")
+            self.flag(
+                "bad_split", changes, "split",
+                lambda r: f"live_id {live[r]} is in split {split[r]!r} here but {split[r - 1]!r} on the previous row",
+            )
 
 
 def read_table(path) -> Tuple[List[Tuple[Path, pa.Table]], Optional[FeatureSizes]]:
@@ -340,7 +387,11 @@ def validate_tables(
         for row, room in zip(starts, live[starts]):
             room = int(room)
             if room in room_file and room_file[room] != path:
-                report.add("room_split_files", 1, [f"{path}: row {row}, field 'live_id': room {room} also has rows in {room_file[room]}"])
+                report.add(
+                    "room_split_files",
+                    1,
+                    [f"{path}: row {row}, field 'live_id': room {room} also has rows in {room_file[room]}"],
+                )
             room_file.setdefault(room, path)
         streamers.update(np.unique(streamer).tolist())
         if split is not None:

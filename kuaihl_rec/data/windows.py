@@ -65,7 +65,9 @@ class WindowConfig:
     label_delay: Optional[int] = None
 
     def __post_init__(self) -> None:
-        if self.label_delay is not None and (isinstance(self.label_delay, bool) or not isinstance(self.label_delay, int) or self.label_delay < 0):
+        if self.label_delay is not None and (
+            isinstance(self.label_delay, bool) or not isinstance(self.label_delay, int) or self.label_delay < 0
+        ):
             raise ValueError(f"WindowConfig.label_delay must be None or an integer >= 0, got {self.label_delay!r}")
 
     @classmethod
@@ -149,7 +151,10 @@ def _flat_vectors(col: pa.ChunkedArray, width: int, name: str) -> np.ndarray:
     arr = col.combine_chunks()
     values = pc.list_flatten(arr).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     if values.size != len(arr) * width:
-        raise DataError(f"field '{name}': expected {width} values per row, found {values.size} values over {len(arr)} rows (validate the table first)")
+        raise DataError(
+            f"field '{name}': expected {width} values per row, found {values.size} values over {len(arr)} rows "
+            "(validate the table first)"
+        )
     return values.reshape(len(arr), width)
 
 
@@ -195,7 +200,9 @@ class SegmentArrays:
             visual=_flat_vectors(table.column("visual"), sizes.visual_len, "visual"),
             text=_flat_vectors(table.column("text"), sizes.text_dim, "text"),
             counters=counters,
-            viewers=table.column("n_viewers").to_numpy(zero_copy_only=False) if "n_viewers" in table.column_names else None,
+            viewers=(
+                table.column("n_viewers").to_numpy(zero_copy_only=False) if "n_viewers" in table.column_names else None
+            ),
             label=table.column(cfg.label).to_numpy(zero_copy_only=False).astype(np.float32),
             split=split,
             sizes=sizes,
@@ -203,7 +210,11 @@ class SegmentArrays:
 
     def room_bounds(self) -> Tuple[np.ndarray, np.ndarray]:
         """Start row and length of every room (rows are sorted by live_id, segment)."""
-        starts = np.flatnonzero(np.r_[True, self.live_id[1:] != self.live_id[:-1]]) if len(self.live_id) else np.zeros(0, np.int64)
+        starts = (
+            np.flatnonzero(np.r_[True, self.live_id[1:] != self.live_id[:-1]])
+            if len(self.live_id)
+            else np.zeros(0, np.int64)
+        )
         lengths = np.diff(np.r_[starts, len(self.live_id)])
         return starts, lengths
 
@@ -261,7 +272,9 @@ def build_windows(arr: SegmentArrays, cfg: WindowConfig, split: str, mode: str =
             score_from = n_valid - 1
         else:
             score_from = np.where(s == 0, 0, n_valid - 1)
-            scored_targets = r0 + 1 + np.r_[np.arange(min(n, n_targets)), (s[1:] + n - 1)] if len(s) else np.zeros(0, np.int64)
+            scored_targets = (
+                r0 + 1 + np.r_[np.arange(min(n, n_targets)), (s[1:] + n - 1)] if len(s) else np.zeros(0, np.int64)
+            )
             stats.n_scored_targets += int(viewers_ok[scored_targets].sum())
         firsts.append(r0 + s)
         n_valids.append(n_valid)
@@ -272,7 +285,8 @@ def build_windows(arr: SegmentArrays, cfg: WindowConfig, split: str, mode: str =
     if stats.targets_below_min_viewers or stats.windows_dropped_low_viewers:
         logger.info(
             "%s/%s: %d of %d targets below %d viewers (masked); %d windows dropped by the viewer filter",
-            split, mode, stats.targets_below_min_viewers, stats.n_targets, cfg.min_viewers, stats.windows_dropped_low_viewers,
+            split, mode, stats.targets_below_min_viewers, stats.n_targets, cfg.min_viewers,
+            stats.windows_dropped_low_viewers,
         )
     return index
 
@@ -284,7 +298,15 @@ class WindowedSplit:
     split (:func:`fit_vocabs`) and pass the same ones to every split so cold-start ids map to 0.
     """
 
-    def __init__(self, arr: SegmentArrays, index: WindowIndex, cfg: WindowConfig, streamer_vocab: IdVocab, live_vocab: IdVocab, mode: str):
+    def __init__(
+        self,
+        arr: SegmentArrays,
+        index: WindowIndex,
+        cfg: WindowConfig,
+        streamer_vocab: IdVocab,
+        live_vocab: IdVocab,
+        mode: str,
+    ):
         self.arr = arr
         self.index = index
         self.cfg = cfg

@@ -138,7 +138,9 @@ class CrossAttentionLayer(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.kv_include_query = kv_include_query
 
-    def forward(self, x: Tensor, context: Tensor, query: Optional[Tensor] = None, mask: Optional[Tensor] = None) -> Tensor:
+    def forward(
+        self, x: Tensor, context: Tensor, query: Optional[Tensor] = None, mask: Optional[Tensor] = None
+    ) -> Tensor:
         q = self.norm_q(x if query is None else query)
         kv = self.norm_kv(context)
         if self.kv_include_query:

@@ -54,7 +54,8 @@ class ContentConfig:
         use_counters: add one *engagement* token per segment from what the ID baselines read
             (the eight ContentCTR counters, ``log1p``; hour of day; position in the room) and the
             freshest complete label (``LiveBatch.observed``: for LVTR the label of segment t - 2,
-            whose 60 s outcome is known when t + 1 is scored), then a linear map. Off in every preset (the papers' content model reads no counters).
+            whose 60 s outcome is known when t + 1 is scored), then a linear map. Off in every preset
+            (the papers' content model reads no counters).
         engagement_skip: (needs ``use_counters``) add ``a * logit(clip(observed, 0.01, 0.99))``
             to the head's logit, with a learned scalar ``a`` initialised to 1 and a zero head, so
             the untrained model ranks exactly like the causal trivial predictor (the freshest
@@ -104,7 +105,9 @@ class ContentConfig:
         if not (self.use_text or self.use_visual or self.use_counters):
             raise ValueError("ContentConfig: at least one of use_text, use_visual, use_counters must be True")
         if self.engagement_skip and not self.use_counters:
-            raise ValueError("ContentConfig: engagement_skip=True reads the observed label, so it needs use_counters=True")
+            raise ValueError(
+                "ContentConfig: engagement_skip=True reads the observed label, so it needs use_counters=True"
+            )
         if self.fusion == "self_plain" and self.use_id:
             raise ValueError(
                 "ContentConfig: fusion='self_plain' (SelfAttention-plain) has no id by definition; set use_id=False"
@@ -134,7 +137,9 @@ CONTENT_PRESETS: Dict[str, ContentConfig] = {
     # the score measures what *content* adds; see FeatureFusion for use_counters=True) and dropout
     # 0.1: without it the model overfits the training rooms after one epoch on the default world
     # (validation tau-b falls), although dropout costs ~50% of the CPU step.
-    "small": ContentConfig(d=64, n_heads=2, d_head=32, n_perceiver_layers=2, n_decoder_layers=2, dropout=0.1, window=20),
+    "small": ContentConfig(
+        d=64, n_heads=2, d_head=32, n_perceiver_layers=2, n_decoder_layers=2, dropout=0.1, window=20
+    ),
 }
 
 

@@ -69,7 +69,9 @@ class ContentOutput(NamedTuple):
     visual_seq: Optional[Tensor]
 
 
-def build_streamer_embedding(spec: BatchSpec, config: ContentConfig, device: Optional[torch.device] = None) -> EmbeddingCollection:
+def build_streamer_embedding(
+    spec: BatchSpec, config: ContentConfig, device: Optional[torch.device] = None
+) -> EmbeddingCollection:
     """The streamer table: one ``EmbeddingConfig`` "streamer" (feature "streamer_id"),
     ``spec.num_streamers`` rows of width ``config.id_dim or config.d``.
 
@@ -102,8 +104,9 @@ class FeatureFusion(nn.Module):
     the freshest complete label (``LiveBatch.observed``: segment t - label_delay; ``y_obs`` = 0 and
     ``known`` = 0 where the room has none yet), i.e. what the platform has measured about the room
     when the score is needed. Causal by construction: position i reads measurements of segment
-    t = s+i and earlier, its target is segment t+1. Returns ``(E_f, text_seq [b, n, d] | None, visual_seq [b, n, d] | None)``,
-    where ``visual_seq`` is the mean of the visual tokens of each segment.
+    t = s+i and earlier, its target is segment t+1. Returns
+    ``(E_f, text_seq [b, n, d] | None, visual_seq [b, n, d] | None)``, where ``visual_seq`` is the mean of
+    the visual tokens of each segment.
     """
 
     def __init__(self, spec: BatchSpec, config: ContentConfig) -> None:
@@ -114,8 +117,13 @@ class FeatureFusion(nn.Module):
         # engagement token: log1p(counters) and the segment's observed label (LiveBatch.observed)
         self.proj_counters = nn.Linear(len(PAPER_COUNTER_COLUMNS) + 5, c.d) if c.use_counters else None
         if c.use_counters and spec.n_counters != len(COUNTER_COLUMNS):
-            raise ValueError(f"use_counters reads the counters in COUNTER_COLUMNS order ({len(COUNTER_COLUMNS)}), but spec.n_counters = {spec.n_counters}")
-        self.register_buffer("counter_index", torch.tensor([COUNTER_COLUMNS.index(c) for c in PAPER_COUNTER_COLUMNS]), persistent=False)
+            raise ValueError(
+                f"use_counters reads the counters in COUNTER_COLUMNS order ({len(COUNTER_COLUMNS)}), "
+                f"but spec.n_counters = {spec.n_counters}"
+            )
+        self.register_buffer(
+            "counter_index", torch.tensor([COUNTER_COLUMNS.index(c) for c in PAPER_COUNTER_COLUMNS]), persistent=False
+        )
         self.drop = nn.Dropout(c.dropout)
         self.n_tokens = (spec.visual_tokens if c.use_visual else 0) + int(c.use_text) + int(c.use_counters)
 
@@ -211,7 +219,9 @@ def _check_window(n: Any, window: int) -> None:
     if isinstance(n, torch.fx.Proxy):
         torch._assert(n <= window, message)
     elif n > window:
-        raise ValueError(f"window of {n} positions, but the model's positional embedding covers {window} (ContentConfig.window)")
+        raise ValueError(
+            f"window of {n} positions, but the model's positional embedding covers {window} (ContentConfig.window)"
+        )
 
 
 class ContentTower(nn.Module):
@@ -271,7 +281,9 @@ class ContentCTR(nn.Module):
 
         >>> import torch
         >>> from kuaihl_rec.data.batch import BatchSpec
-        >>> spec = BatchSpec(visual_tokens=1, visual_dim=8, text_dim=6, num_streamers=5, num_lives=9, n_counters=10, window=4)
+        >>> spec = BatchSpec(
+        ...     visual_tokens=1, visual_dim=8, text_dim=6, num_streamers=5, num_lives=9, n_counters=10, window=4
+        ... )
         >>> cfg = ContentConfig(d=8, n_heads=2, d_head=4, n_perceiver_layers=1, n_decoder_layers=1, window=4)
         >>> model = ContentCTR(spec, cfg, build_streamer_embedding(spec, cfg))
         >>> model.config.fusion
@@ -294,10 +306,16 @@ class ContentCTR(nn.Module):
             self.default_loss = default_loss
         if config.uses_streamer_table:
             if embedding_collection is None:
-                raise ValueError("this configuration reads the streamer id: pass embedding_collection=build_streamer_embedding(spec, config)")
+                raise ValueError(
+                    "this configuration reads the streamer id: "
+                    "pass embedding_collection=build_streamer_embedding(spec, config)"
+                )
             _check_streamer_table(embedding_collection, config.id_dim or config.d)
         elif embedding_collection is not None:
-            raise ValueError("this configuration does not read the streamer id (use_id=False or id_source='history'); pass embedding_collection=None")
+            raise ValueError(
+                "this configuration does not read the streamer id (use_id=False or id_source='history'); "
+                "pass embedding_collection=None"
+            )
         self.embedding_collection = embedding_collection
         self.features = FeatureFusion(spec, config)
         id_dim = config.id_dim or config.d
@@ -319,7 +337,9 @@ class ContentCTR(nn.Module):
         table = self.embedding_collection.embeddings[STREAMER_TABLE]
         return self.id_proj(table(rows))
 
-    def window_latent(self, e_f: Tensor, rows: Optional[Tensor] = None, valid: Optional[Tensor] = None) -> Optional[Tensor]:
+    def window_latent(
+        self, e_f: Tensor, rows: Optional[Tensor] = None, valid: Optional[Tensor] = None
+    ) -> Optional[Tensor]:
         """The id latent of each window ``[b, d]`` (or None for ``self_plain``): the streamer
         embedding of ``rows``, the history feature (ContentCTR-HL) or the learned latent."""
         if self.embedding_collection is not None:
@@ -334,7 +354,9 @@ class ContentCTR(nn.Module):
 
     def encode(self, batch: LiveBatch) -> ContentOutput:
         """Logits and the projected text / visual sequences (for the alignment loss)."""
-        e_f, text_seq, visual_seq = self.features(batch.visual, batch.text, batch.counters, batch.observed, batch.timestamp, batch.segment)
+        e_f, text_seq, visual_seq = self.features(
+            batch.visual, batch.text, batch.counters, batch.observed, batch.timestamp, batch.segment
+        )
         u: Optional[Tensor] = None
         if self.embedding_collection is not None:
             # dict of JaggedTensors; one id (one row of width id_dim) per window -> [b, id_dim].
@@ -359,7 +381,10 @@ def _check_streamer_table(ec: EmbeddingCollection, dim: int) -> None:
     configs = ec.embedding_configs()
     found = [c for c in configs if STREAMER_FEATURE in c.feature_names]
     if len(found) != 1:
-        raise ValueError(f"embedding_collection must have exactly one table reading feature {STREAMER_FEATURE!r}, got {[c.name for c in configs]}")
+        raise ValueError(
+            f"embedding_collection must have exactly one table reading feature {STREAMER_FEATURE!r}, "
+            f"got {[c.name for c in configs]}"
+        )
     if found[0].embedding_dim != dim:
         raise ValueError(f"streamer table width {found[0].embedding_dim} != id_dim {dim}")
 
@@ -388,18 +413,32 @@ PAPER_LOSS_ABLATION = {
 # Registration order = the papers' table order (list_models(family="content") keeps it): Table 1
 # variants, ContentCTR, KuaiHL, the modality ablations of Table 3, ContentCTR-HL.
 CONTENT_VARIANTS: Dict[str, Variant] = {
-    "self_attention_plain": Variant({"fusion": "self_plain", "use_id": False}, "contentctr", "ContentCTR Table 1 SelfAttention-plain",
-                                    {"tau": 0.5868}),
-    "self_attention_input": Variant({"fusion": "self_input"}, "contentctr", "ContentCTR Table 1 SelfAttention-input", {"tau": 0.5718}),
-    "cross_attention_q": Variant({"fusion": "cross_q"}, "contentctr", "ContentCTR Table 1 CrossAttention-q", {"tau": 0.5909}),
-    "cross_attention_kv": Variant({"fusion": "cross_kv"}, "contentctr", "ContentCTR Table 1 CrossAttention-kv", {"tau": 0.5780}),
-    "cross_attention_qkv": Variant({"fusion": "cross_qkv"}, "contentctr", "ContentCTR Table 1 CrossAttention-qkv", {"tau": 0.5883}),
+    "self_attention_plain": Variant(
+        {"fusion": "self_plain", "use_id": False}, "contentctr", "ContentCTR Table 1 SelfAttention-plain",
+        {"tau": 0.5868},
+    ),
+    "self_attention_input": Variant(
+        {"fusion": "self_input"}, "contentctr", "ContentCTR Table 1 SelfAttention-input", {"tau": 0.5718}
+    ),
+    "cross_attention_q": Variant(
+        {"fusion": "cross_q"}, "contentctr", "ContentCTR Table 1 CrossAttention-q", {"tau": 0.5909}
+    ),
+    "cross_attention_kv": Variant(
+        {"fusion": "cross_kv"}, "contentctr", "ContentCTR Table 1 CrossAttention-kv", {"tau": 0.5780}
+    ),
+    "cross_attention_qkv": Variant(
+        {"fusion": "cross_qkv"}, "contentctr", "ContentCTR Table 1 CrossAttention-qkv", {"tau": 0.5883}
+    ),
     "content": Variant({}, "contentctr", "ContentCTR: Perceiver fusion (Algorithm 1) + causal decoder (Algorithm 2)",
                        {"tau": 0.5919, "loss_ablation": PAPER_LOSS_ABLATION}),
-    "kuaihl": Variant({}, "kuaihl", "KuaiHL: the ContentCTR network trained with the augmented alignment loss", {"tau": 0.5961}),
+    "kuaihl": Variant(
+        {}, "kuaihl", "KuaiHL: the ContentCTR network trained with the augmented alignment loss", {"tau": 0.5961}
+    ),
     # Without one modality there is nothing to align (the DTW term needs both sequences): the
     # papers' total loss less its alignment term, point + L1 (ContentCTR eq. 14 with lambda2 = 0).
-    "content_no_visual": Variant({"use_visual": False}, "point+L1", "modality ablation: without visual", {"drop_pct": -4.72}),
+    "content_no_visual": Variant(
+        {"use_visual": False}, "point+L1", "modality ablation: without visual", {"drop_pct": -4.72}
+    ),
     "content_no_text": Variant({"use_text": False}, "point+L1", "modality ablation: without text", {"drop_pct": -2.01}),
     "content_no_id": Variant({"use_id": False}, "contentctr", "modality ablation: without ID", {"drop_pct": -0.51}),
     # ContentCTR-HL optimises point + align only (ContentCTR 4.2): loss preset "contentctr_hl".

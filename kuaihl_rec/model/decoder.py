@@ -68,7 +68,9 @@ class CausalDecoder(nn.Module):
         self.norm = nn.LayerNorm(c.d)
         self.drop = nn.Dropout(c.dropout)
 
-    def attention_mask(self, n: int, key_valid: Optional[Tensor] = None, device: Optional[torch.device] = None) -> Tensor:
+    def attention_mask(
+        self, n: int, key_valid: Optional[Tensor] = None, device: Optional[torch.device] = None
+    ) -> Tensor:
         """The boolean mask for ``n`` positions: ``[n, n]`` (causal) or ``[b, 1, 1, n]`` (fully visible)."""
         if self.causal:
             return causal_mask(n, device if device is not None else self.pos.weight.device)
@@ -96,7 +98,10 @@ class CausalDecoder(nn.Module):
         influence (causality).
         """
         if not self.causal:
-            raise ValueError("forward_last scores the newest position of a causal window; this decoder is fully visible (causal=False)")
+            raise ValueError(
+                "forward_last scores the newest position of a causal window; "
+                "this decoder is fully visible (causal=False)"
+            )
         b, n, d = e_p.shape
         h = self.drop(e_p + self.pos.weight[:n])
         for layer in self.layers[:-1]:

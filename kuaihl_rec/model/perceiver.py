@@ -92,10 +92,15 @@ class PerceiverFusion(nn.Module):
         self.mode = config.fusion
         c = config
         if self.mode in ("self_plain", "self_input"):
-            layers = [SelfAttentionLayer(c.d, c.n_heads, c.d_head, c.ffn_hidden, c.dropout) for _ in range(c.n_perceiver_layers)]
+            layers = [
+                SelfAttentionLayer(c.d, c.n_heads, c.d_head, c.ffn_hidden, c.dropout)
+                for _ in range(c.n_perceiver_layers)
+            ]
         else:
             layers = [
-                CrossAttentionLayer(c.d, c.n_heads, c.d_head, c.ffn_hidden, c.dropout, kv_include_query=self.mode == "perceiver")
+                CrossAttentionLayer(
+                    c.d, c.n_heads, c.d_head, c.ffn_hidden, c.dropout, kv_include_query=self.mode == "perceiver"
+                )
                 for _ in range(c.n_perceiver_layers)
             ]
         self.layers = nn.ModuleList(layers)

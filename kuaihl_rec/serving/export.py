@@ -61,7 +61,16 @@ class EncodeSegments(nn.Module):
         super().__init__()
         self.inference = inference
 
-    def forward(self, visual: Tensor, text: Tensor, counters: Tensor, observed: Tensor, timestamp: Tensor, segment: Tensor, streamer_id: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(
+        self,
+        visual: Tensor,
+        text: Tensor,
+        counters: Tensor,
+        observed: Tensor,
+        timestamp: Tensor,
+        segment: Tensor,
+        streamer_id: Tensor,
+    ) -> Tuple[Tensor, Tensor]:
         rows, known = self.inference.lookup(streamer_id)
         return self.inference.encode_segments(visual, text, counters, observed, timestamp, segment, rows), known
 
@@ -77,7 +86,9 @@ class DecodeWindows(nn.Module):
         return self.inference.decode_logits(e_p, lengths, observed_last)
 
 
-def example_inputs(inference: ContentInference, b: int = 3, n: Optional[int] = None, seed: int = 0) -> Dict[str, Tensor]:
+def example_inputs(
+    inference: ContentInference, b: int = 3, n: Optional[int] = None, seed: int = 0
+) -> Dict[str, Tensor]:
     """Random but valid inputs of :meth:`ContentInference.forward` (known and unknown streamers, short windows)."""
     g = torch.Generator().manual_seed(seed)
     s = inference.spec
@@ -133,7 +144,14 @@ def _max_diff(a: Any, b: Any) -> float:
 BATCH_LIMIT = 1 << 24
 
 
-def _program(module: nn.Module, name: str, names: Tuple[str, ...], args: Tuple[Tensor, ...], outputs: List[Dict[str, Any]], out_dir: Path):
+def _program(
+    module: nn.Module,
+    name: str,
+    names: Tuple[str, ...],
+    args: Tuple[Tensor, ...],
+    outputs: List[Dict[str, Any]],
+    out_dir: Path,
+):
     """Export ``module`` on ``args`` with every input's dimension 0 dynamic ("b"), save it as
     ``out_dir/name.pt2``; returns (program, its manifest entry, the eager outputs on ``args``)."""
     from torch.export import Dim, export
@@ -144,7 +162,11 @@ def _program(module: nn.Module, name: str, names: Tuple[str, ...], args: Tuple[T
     program = export(module, args, dynamic_shapes={k: {0: batch} for k in names}, strict=False)
     path = out_dir / f"{name}.pt2"
     torch.export.save(program, str(path))
-    entry = {"file": path.name, "inputs": _describe(list(names), list(args), {k: {0: "b"} for k in names}), "outputs": outputs}
+    entry = {
+        "file": path.name,
+        "inputs": _describe(list(names), list(args), {k: {0: "b"} for k in names}),
+        "outputs": outputs,
+    }
     return program, entry, expected
 
 
@@ -156,10 +178,20 @@ def _programs(inference: ContentInference, out_dir: Path) -> Tuple[Dict[str, Any
     enc_names = INPUT_NAMES[:-1]  # one segment per row: no lengths
     enc_args = tuple(ex[k] if k == "streamer_id" else ex[k][:, 0] for k in enc_names)
     dec_names = ("e_p", "lengths", "observed_last")
-    dec_args = (torch.randn(3, n, d, generator=torch.Generator().manual_seed(1)), ex["lengths"], ex["observed"][:, -1].contiguous())
+    dec_args = (
+        torch.randn(3, n, d, generator=torch.Generator().manual_seed(1)),
+        ex["lengths"],
+        ex["observed"][:, -1].contiguous(),
+    )
     specs = [
-        ("score_windows", inference, INPUT_NAMES, full_args, [_out("score", "float32", ["b"]), _out("known", "bool", ["b"])]),
-        ("encode_segments", EncodeSegments(inference).eval(), enc_names, enc_args, [_out("e_p", "float32", ["b", d]), _out("known", "bool", ["b"])]),
+        (
+            "score_windows", inference, INPUT_NAMES, full_args,
+            [_out("score", "float32", ["b"]), _out("known", "bool", ["b"])],
+        ),
+        (
+            "encode_segments", EncodeSegments(inference).eval(), enc_names, enc_args,
+            [_out("e_p", "float32", ["b", d]), _out("known", "bool", ["b"])],
+        ),
         ("decode_windows", DecodeWindows(inference).eval(), dec_names, dec_args, [_out("logit", "float32", ["b"])]),
     ]
     entries, made = {}, {}
@@ -173,7 +205,9 @@ def _out(name: str, dtype: str, shape: List[Any]) -> Dict[str, Any]:
     return {"name": name, "dtype": dtype, "shape": shape}
 
 
-def _check(inference: ContentInference, entries: Dict[str, Any], made: Dict[str, Any], out_dir: Path, aoti: bool) -> Tuple[Dict[str, float], Dict[str, Any]]:
+def _check(
+    inference: ContentInference, entries: Dict[str, Any], made: Dict[str, Any], out_dir: Path, aoti: bool
+) -> Tuple[Dict[str, float], Dict[str, Any]]:
     """Load every saved program back and compare with the eager outputs (the full-window program
     and its AOTInductor package also on a second batch size: the batch dimension is dynamic)."""
     ex2 = example_inputs(inference, b=5, n=inference.window, seed=7)
@@ -187,7 +221,9 @@ def _check(inference: ContentInference, entries: Dict[str, Any], made: Dict[str,
             if name == "score_windows":
                 checks[name] = max(checks[name], _max_diff(loaded(*args2), expected2))
     program, args, expected = made["score_windows"]
-    aoti_info = _compile_aoti(program, out_dir, args, expected, args2, expected2) if aoti else {"status": "skipped (--no-aoti)"}
+    aoti_info = (
+        _compile_aoti(program, out_dir, args, expected, args2, expected2) if aoti else {"status": "skipped (--no-aoti)"}
+    )
     if "max_abs_diff" in aoti_info:
         checks["score_windows.aoti"] = aoti_info["max_abs_diff"]
     bad = {k: v for k, v in checks.items() if not v <= TOLERANCE}
@@ -229,7 +265,10 @@ def export_run(run_dir: Path, out_dir: Path, aoti: bool = True) -> Dict[str, Any
         "window": inference.window,
         "label_delay": inference.label_delay,
         "reads": list(inference.reads),
-        "score": "sigmoid(logit): predicted label of the segment after each window's newest segment (position lengths - 1)",
+        "score": (
+            "sigmoid(logit): predicted label of the segment after each window's newest segment "
+            "(position lengths - 1)"
+        ),
         "observed": f"label of segment t - {inference.label_delay} at segment t, -1 when the room has none yet",
         "counters_order": list(COUNTER_COLUMNS),
         "unknown_streamer": "ids without a row read the cold-start row 0; output 'known' is False for them",
@@ -256,11 +295,19 @@ def _compile_aoti(ep, out_dir: Path, args, expected, args2, expected2) -> Dict[s
         with torch.no_grad():
             diff = max(_max_diff(runner(*args), expected), _max_diff(runner(*args2), expected2))
     except Exception as exc:  # the compiler needs a working C++ toolchain; say why it did not work
-        logger.warning("AOTInductor compilation failed (%s: %s); the torch.export programs are still written", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        logger.warning(
+            "AOTInductor compilation failed (%s: %s); the torch.export programs are still written",
+            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "",
+        )
         if path.exists():
             path.unlink()
         return {"status": "failed", "error": f"{type(exc).__name__}: {str(exc)[:500]}"}
-    return {"status": "ok", "file": path.name, "compile_seconds": round(time.perf_counter() - t0, 1), "max_abs_diff": diff}
+    return {
+        "status": "ok",
+        "file": path.name,
+        "compile_seconds": round(time.perf_counter() - t0, 1),
+        "max_abs_diff": diff,
+    }
 
 
 def _asdict(config: Any) -> Dict[str, Any]:

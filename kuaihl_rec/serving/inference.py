@@ -167,12 +167,24 @@ class ContentInference(nn.Module):
         return m.window_latent(e_f)
 
     def encode_segments(
-        self, visual: Tensor, text: Tensor, counters: Tensor, observed: Tensor, timestamp: Tensor, segment: Tensor, streamer_row: Tensor
+        self,
+        visual: Tensor,
+        text: Tensor,
+        counters: Tensor,
+        observed: Tensor,
+        timestamp: Tensor,
+        segment: Tensor,
+        streamer_row: Tensor,
     ) -> Tensor:
         """``E_p [B, d]`` of ``B`` segments (each with its room's streamer-table row ``streamer_row [B]``)."""
         m = self.model
         e_f, _, _ = m.features(
-            visual.unsqueeze(1), text.unsqueeze(1), counters.unsqueeze(1), observed.unsqueeze(1), timestamp.unsqueeze(1), segment.unsqueeze(1)
+            visual.unsqueeze(1),
+            text.unsqueeze(1),
+            counters.unsqueeze(1),
+            observed.unsqueeze(1),
+            timestamp.unsqueeze(1),
+            segment.unsqueeze(1),
         )  # [B, 1, k, d]
         return m.tower.fuse(e_f, self._latent(e_f, streamer_row))[:, 0]
 
@@ -186,7 +198,15 @@ class ContentInference(nn.Module):
         return logits
 
     def window_logits(
-        self, visual: Tensor, text: Tensor, counters: Tensor, observed: Tensor, timestamp: Tensor, segment: Tensor, streamer_row: Tensor, lengths: Tensor
+        self,
+        visual: Tensor,
+        text: Tensor,
+        counters: Tensor,
+        observed: Tensor,
+        timestamp: Tensor,
+        segment: Tensor,
+        streamer_row: Tensor,
+        lengths: Tensor,
     ) -> Tensor:
         """Logits ``[b]`` of full windows (every segment encoded here; no cache)."""
         m = self.model
@@ -196,7 +216,15 @@ class ContentInference(nn.Module):
         return self.decode_logits(e_p, lengths, observed.gather(1, last)[:, 0])
 
     def forward(
-        self, visual: Tensor, text: Tensor, counters: Tensor, observed: Tensor, timestamp: Tensor, segment: Tensor, streamer_id: Tensor, lengths: Tensor
+        self,
+        visual: Tensor,
+        text: Tensor,
+        counters: Tensor,
+        observed: Tensor,
+        timestamp: Tensor,
+        segment: Tensor,
+        streamer_id: Tensor,
+        lengths: Tensor,
     ) -> Tuple[Tensor, Tensor]:
         rows, known = self.lookup(streamer_id)
         logits = self.window_logits(visual, text, counters, observed, timestamp, segment, rows, lengths)
@@ -208,7 +236,12 @@ class ContentInference(nn.Module):
         """SHA-256 (16 hex digits) of the weights, vocabulary and configuration: a scorer state or an
         export belongs to exactly one model."""
         h = hashlib.sha256()
-        h.update(json.dumps({"model": self.model_name, "config": _asdict(self.config), "label_delay": self.label_delay}, sort_keys=True).encode())
+        h.update(
+            json.dumps(
+                {"model": self.model_name, "config": _asdict(self.config), "label_delay": self.label_delay},
+                sort_keys=True,
+            ).encode()
+        )
         for name, tensor in sorted(self.state_dict().items()):
             h.update(name.encode())
             h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -231,8 +264,13 @@ def load_inference(run_dir: Path, device: Optional[torch.device] = None) -> Cont
     model, saved = load_trained_model(run_dir)
     vocab = np.load(vocab_path)
     wcfg = WindowConfig.from_dict(saved["window"])
-    module = ContentInference(model, vocab["streamer"], label_delay=wcfg.observed_delay, model_name=TrainConfig.from_dict(saved["train"]).model.name,
-                              window_config=wcfg)
+    module = ContentInference(
+        model,
+        vocab["streamer"],
+        label_delay=wcfg.observed_delay,
+        model_name=TrainConfig.from_dict(saved["train"]).model.name,
+        window_config=wcfg,
+    )
     module.eval()
     if device is not None:
         module.to(device)

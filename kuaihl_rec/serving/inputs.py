@@ -87,16 +87,28 @@ def check_array(name: str, x: ArrayLike, shape: Sequence[Any], kind: str, finite
     t = _as_tensor(name, x)
     want_dtype = "float32" if kind == "float" else "int64"
     if t.dim() != len(shape) or any(isinstance(s, int) and t.shape[i] != s for i, s in enumerate(shape)):
-        raise ServingInputError(f"{name}: expected shape {_shape_text(shape)} ({want_dtype}), got {_shape_text(tuple(t.shape))}")
+        raise ServingInputError(
+            f"{name}: expected shape {_shape_text(shape)} ({want_dtype}), got {_shape_text(tuple(t.shape))}"
+        )
     if kind == "float":
-        if t.dtype.is_complex or t.dtype == torch.bool or not (t.dtype.is_floating_point or t.dtype in (torch.int32, torch.int64, torch.int16, torch.int8, torch.uint8)):
+        if (
+            t.dtype.is_complex
+            or t.dtype == torch.bool
+            or not (
+                t.dtype.is_floating_point
+                or t.dtype in (torch.int32, torch.int64, torch.int16, torch.int8, torch.uint8)
+            )
+        ):
             raise ServingInputError(f"{name}: expected float32 values, got {t.dtype}")
         t = t.to(torch.float32)
         if finite and t.numel():
             bad = ~torch.isfinite(t)
             if bool(bad.any()):
                 rows = torch.nonzero(bad.reshape(t.shape[0], -1).any(dim=1)).flatten()[:5].tolist()
-                raise ServingInputError(f"{name}: {int(bad.sum())} non-finite value(s) (NaN or inf) in row(s) {rows}; features must be finite")
+                raise ServingInputError(
+                    f"{name}: {int(bad.sum())} non-finite value(s) (NaN or inf) in row(s) {rows}; "
+                    "features must be finite"
+                )
     else:
         if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
             raise ServingInputError(f"{name}: expected integer ids (int64), got {t.dtype}")
@@ -104,7 +116,9 @@ def check_array(name: str, x: ArrayLike, shape: Sequence[Any], kind: str, finite
     return t
 
 
-def check_closed_segments(records: ClosedSegments, shape: FeatureShape, reads_counters: bool) -> Dict[str, torch.Tensor]:
+def check_closed_segments(
+    records: ClosedSegments, shape: FeatureShape, reads_counters: bool
+) -> Dict[str, torch.Tensor]:
     """Validated CPU tensors of one tick (keys as :class:`ClosedSegments` fields; visual reshaped to
     ``[m, k_v, d_v]``; counters / observed filled when not given and not read)."""
     if not isinstance(records, ClosedSegments):
@@ -116,7 +130,10 @@ def check_closed_segments(records: ClosedSegments, shape: FeatureShape, reads_co
         out[name] = check_array(name, getattr(records, name), (m,), "int")
     if m and int(out["segment"].min()) < 0:
         row = int(torch.nonzero(out["segment"] < 0)[0])
-        raise ServingInputError(f"segment: row {row} (live_id {int(live[row])}) has segment {int(out['segment'][row])}; segment indices are >= 0")
+        raise ServingInputError(
+            f"segment: row {row} (live_id {int(live[row])}) has segment {int(out['segment'][row])}; "
+            "segment indices are >= 0"
+        )
     visual = _as_tensor("visual", records.visual)
     if visual.dim() == 2 and visual.shape[1] == shape.visual_tokens * shape.visual_dim:
         visual = visual.reshape(visual.shape[0], shape.visual_tokens, shape.visual_dim)
@@ -124,7 +141,10 @@ def check_closed_segments(records: ClosedSegments, shape: FeatureShape, reads_co
     out["text"] = check_array("text", records.text, (m, shape.text_dim), "float")
     if records.counters is None:
         if reads_counters:
-            raise ServingInputError(f"counters: this model reads the counters (use_counters); expected float32 [{m}, {shape.n_counters}] in COUNTER_COLUMNS order, got None")
+            raise ServingInputError(
+                f"counters: this model reads the counters (use_counters); "
+                f"expected float32 [{m}, {shape.n_counters}] in COUNTER_COLUMNS order, got None"
+            )
         out["counters"] = torch.zeros(m, shape.n_counters)
     else:
         out["counters"] = check_array("counters", records.counters, (m, shape.n_counters), "float")
@@ -132,18 +152,27 @@ def check_closed_segments(records: ClosedSegments, shape: FeatureShape, reads_co
             raise ServingInputError("counters: negative count(s); counters are >= 0")
     if records.observed is None:
         if reads_counters:
-            raise ServingInputError(f"observed: this model reads the freshest complete label (use_counters); expected float32 [{m}] (-1 when none), got None")
+            raise ServingInputError(
+                "observed: this model reads the freshest complete label (use_counters); "
+                f"expected float32 [{m}] (-1 when none), got None"
+            )
         out["observed"] = torch.full((m,), -1.0)
     else:
         obs = check_array("observed", records.observed, (m,), "float")
         bad = ~(((obs >= 0) & (obs <= 1)) | (obs == -1))
         if m and bool(bad.any()):
             row = int(torch.nonzero(bad)[0])
-            raise ServingInputError(f"observed: row {row} (live_id {int(live[row])}) is {float(obs[row])!r}; expected a label in [0, 1], or -1 when the room has no complete label yet")
+            raise ServingInputError(
+                f"observed: row {row} (live_id {int(live[row])}) is {float(obs[row])!r}; "
+                "expected a label in [0, 1], or -1 when the room has no complete label yet"
+            )
         out["observed"] = obs
     if m:
         uniq, counts = torch.unique(live, return_counts=True)
         if bool((counts > 1).any()):
             dup = int(uniq[counts > 1][0])
-            raise ServingInputError(f"live_id: room {dup} appears {int(counts.max())} times in one tick; a tick holds at most one closed segment per room")
+            raise ServingInputError(
+                f"live_id: room {dup} appears {int(counts.max())} times in one tick; "
+                "a tick holds at most one closed segment per room"
+            )
     return out

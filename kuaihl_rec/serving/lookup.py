@@ -32,7 +32,9 @@ class VocabLookup(nn.Module):
         super().__init__()
         vocab = np.asarray(raw, dtype=np.int64)
         if vocab.ndim != 1 or len(vocab) == 0 or np.any(np.diff(vocab) <= 0):
-            raise ValueError("the streamer vocabulary must be a non-empty, strictly increasing int64 array (vocab.npz 'streamer')")
+            raise ValueError(
+                "the streamer vocabulary must be a non-empty, strictly increasing int64 array (vocab.npz 'streamer')"
+            )
         self.register_buffer("raw", torch.from_numpy(vocab.copy()), persistent=True)
 
     @property

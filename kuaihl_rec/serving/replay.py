@@ -107,7 +107,10 @@ def _percentiles(values: List[float]) -> Dict[str, float]:
     if not values:
         return {}
     v = np.asarray(values) * 1000.0
-    return {f"p{q}": float(np.percentile(v, q)) for q in (50, 90, 99)} | {"max": float(v.max()), "mean": float(v.mean())}
+    return {f"p{q}": float(np.percentile(v, q)) for q in (50, 90, 99)} | {
+        "max": float(v.max()),
+        "mean": float(v.mean()),
+    }
 
 
 def replay(
@@ -128,7 +131,12 @@ def replay(
     wcfg = model.window_config
     plan = plan_replay(data_dir, wcfg, split, model.label_delay)
     scorer = StreamingScorer(model, max_batch=max_batch)
-    identity = {"run": str(run_dir.resolve()), "data": str(data_dir.resolve()), "split": split, "model_fingerprint": scorer.fingerprint}
+    identity = {
+        "run": str(run_dir.resolve()),
+        "data": str(data_dir.resolve()),
+        "split": split,
+        "model_fingerprint": scorer.fingerprint,
+    }
     state_path = out_dir / STATE_NAME
     parts: List[Dict[str, np.ndarray]] = []
     latencies: List[float] = []
@@ -136,10 +144,15 @@ def replay(
     if resume:
         extra = scorer.restore(state_path)
         if extra.get("identity") != identity:
-            raise DataError(f"{state_path}: the saved replay is of {extra.get('identity')}, not of {identity}; use another --out")
+            raise DataError(
+                f"{state_path}: the saved replay is of {extra.get('identity')}, not of {identity}; use another --out"
+            )
         first, parts, latencies = int(extra["next_tick"]), list(extra["parts"]), list(extra["latencies"])
     elif (out_dir / "replay.json").exists() or state_path.exists():
-        raise DataError(f"{out_dir}: holds an earlier replay (replay.json or {STATE_NAME}); use another --out, or --resume to continue an interrupted one")
+        raise DataError(
+            f"{out_dir}: holds an earlier replay (replay.json or {STATE_NAME}); "
+            "use another --out, or --resume to continue an interrupted one"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     last = plan.n_ticks if stop_after_ticks is None else min(plan.n_ticks, first + int(stop_after_ticks))
     a = plan.arr
@@ -157,7 +170,8 @@ def replay(
         viewers_ok = (a.viewers[tr] >= wcfg.min_viewers) if a.viewers is not None else np.ones(len(tr), bool)
         parts.append({
             "live_id": scores.live_id[has], "streamer_id": scores.streamer_id[has], "segment": scores.segment[has],
-            "label": a.label[tr], "score": scores.score[has], "label_mask": viewers_ok, "known_streamer": scores.known_streamer[has],
+            "label": a.label[tr], "score": scores.score[has], "label_mask": viewers_ok,
+            "known_streamer": scores.known_streamer[has],
         })
         ended = a.live_id[rows[plan.last_row[rows]]]
         if len(ended):
@@ -170,8 +184,15 @@ def replay(
     return _finish(plan, scorer, parts, latencies, out_dir, identity, state_path)
 
 
-def _finish(plan: ReplayPlan, scorer: StreamingScorer, parts: List[Dict[str, np.ndarray]], latencies: List[float], out_dir: Path,
-            identity: Dict[str, Any], state_path: Path) -> Dict[str, Any]:
+def _finish(
+    plan: ReplayPlan,
+    scorer: StreamingScorer,
+    parts: List[Dict[str, np.ndarray]],
+    latencies: List[float],
+    out_dir: Path,
+    identity: Dict[str, Any],
+    state_path: Path,
+) -> Dict[str, Any]:
     cols = {c: np.concatenate([p[c] for p in parts]) if parts else np.zeros(0) for c in PREDICTION_COLUMNS}
     order = np.lexsort((cols["segment"], cols["live_id"]))
     table = pa.table({

@@ -137,7 +137,13 @@ class StreamingScorer:
         self._evicted_order: Deque[int] = collections.deque()
         self.tick_index = 0
         self.stats: Dict[str, int] = collections.Counter(
-            ticks=0, segments=0, rooms_started=0, rooms_joined_mid_stream=0, rooms_unknown_streamer=0, rooms_ended=0, rooms_idle_evicted=0
+            ticks=0,
+            segments=0,
+            rooms_started=0,
+            rooms_joined_mid_stream=0,
+            rooms_unknown_streamer=0,
+            rooms_ended=0,
+            rooms_idle_evicted=0,
         )
 
     @property
@@ -202,7 +208,10 @@ class StreamingScorer:
         new = slots < 0
         self._check_continuity(live, streamer, seg, slots, new)
         if self.max_rooms is not None and self.rooms + int(new.sum()) > self.max_rooms:
-            raise ServingInputError(f"live_id: this tick would hold {self.rooms + int(new.sum())} rooms, more than max_rooms = {self.max_rooms}; end rooms first")
+            raise ServingInputError(
+                f"live_id: this tick would hold {self.rooms + int(new.sum())} rooms, "
+                f"more than max_rooms = {self.max_rooms}; end rooms first"
+            )
         # -- commit: allocate new rooms
         if new.any():
             self._grow(int(new.sum()))
@@ -237,10 +246,15 @@ class StreamingScorer:
             score=1.0 / (1.0 + np.exp(-logit.astype(np.float64))), logit=logit, known_streamer=known_streamer,
         )
 
-    def _check_continuity(self, live: np.ndarray, streamer: np.ndarray, seg: np.ndarray, slots: np.ndarray, new: np.ndarray) -> None:
+    def _check_continuity(
+        self, live: np.ndarray, streamer: np.ndarray, seg: np.ndarray, slots: np.ndarray, new: np.ndarray
+    ) -> None:
         for row in np.flatnonzero(new):
             if int(live[row]) in self._evicted:
-                raise ServingInputError(f"live_id: room {int(live[row])} was evicted (ended or idle); an ended room cannot bring segments again (row {int(row)})")
+                raise ServingInputError(
+                    f"live_id: room {int(live[row])} was evicted (ended or idle); "
+                    f"an ended room cannot bring segments again (row {int(row)})"
+                )
         old = np.flatnonzero(~new)
         if len(old) == 0:
             return
@@ -251,13 +265,17 @@ class StreamingScorer:
             e, g = int(expect[bad[0]]), int(seg[r])
             how = "goes backwards" if g < e else "skips"
             raise ServingInputError(
-                f"segment: room {int(live[r])} brought segment {g}, expected {e} (the one after its last closed segment {e - 1}): the sequence {how} (row {int(r)})"
+                f"segment: room {int(live[r])} brought segment {g}, expected {e} "
+                f"(the one after its last closed segment {e - 1}): the sequence {how} (row {int(r)})"
             )
         owner = self._slots["streamer_raw"][slots[old]]
         bad = np.flatnonzero(streamer[old] != owner)
         if len(bad):
             r = old[bad[0]]
-            raise ServingInputError(f"streamer_id: room {int(live[r])} started with streamer {int(owner[bad[0]])}, got {int(streamer[r])} (row {int(r)}); a room has one streamer")
+            raise ServingInputError(
+                f"streamer_id: room {int(live[r])} started with streamer {int(owner[bad[0]])}, "
+                f"got {int(streamer[r])} (row {int(r)}); a room has one streamer"
+            )
 
     @torch.inference_mode()
     def _score(self, x: Dict[str, torch.Tensor], slots: np.ndarray) -> torch.Tensor:
@@ -274,7 +292,9 @@ class StreamingScorer:
         rows = torch.from_numpy(self._slots["streamer_row"][slots_np]).to(dev)
         t = {k: v.to(dev, non_blocking=True) for k, v in x.items()}
         with self._autocast():
-            e_p = self.model.encode_segments(t["visual"], t["text"], t["counters"], t["observed"], t["timestamp"], t["segment"], rows)
+            e_p = self.model.encode_segments(
+                t["visual"], t["text"], t["counters"], t["observed"], t["timestamp"], t["segment"], rows
+            )
         self._cache[slots, count % n] = e_p.to(self.cache_dtype)
         count = count + 1
         self._slots["count"][slots_np] += 1
@@ -294,7 +314,14 @@ class StreamingScorer:
 
     def end_rooms(self, live_ids: Iterable[int]) -> int:
         """Evict ended rooms (unknown ids are ignored); returns how many were held."""
-        live = check_array("live_id", np.asarray(list(live_ids) if not isinstance(live_ids, (np.ndarray, torch.Tensor)) else live_ids, dtype=np.int64), ("m",), "int").numpy()
+        live = check_array(
+            "live_id",
+            np.asarray(
+                list(live_ids) if not isinstance(live_ids, (np.ndarray, torch.Tensor)) else live_ids, dtype=np.int64
+            ),
+            ("m",),
+            "int",
+        ).numpy()
         slots = self._find(live)
         held = slots[slots >= 0]
         self._evict(held)
@@ -338,9 +365,15 @@ class StreamingScorer:
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"scorer state version {state.get('version')}, this code reads version {STATE_VERSION}")
         if state["model_fingerprint"] != self.fingerprint:
-            raise ValueError(f"scorer state was written by model {state['model_fingerprint']}, this scorer runs model {self.fingerprint}")
+            raise ValueError(
+                f"scorer state was written by model {state['model_fingerprint']}, "
+                f"this scorer runs model {self.fingerprint}"
+            )
         if (state["window"], state["d"], state["cache_dtype"]) != (self.n, self.d, str(self.cache_dtype)):
-            raise ValueError(f"scorer state has window {state['window']}, d {state['d']}, {state['cache_dtype']}; this scorer {self.n}, {self.d}, {self.cache_dtype}")
+            raise ValueError(
+                f"scorer state has window {state['window']}, d {state['d']}, {state['cache_dtype']}; "
+                f"this scorer {self.n}, {self.d}, {self.cache_dtype}"
+            )
         held = len(state["slots"]["live"])
         self._reset(max(held, 1))
         self._cache[:held] = state["cache"].to(self.device)

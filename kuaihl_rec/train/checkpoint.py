@@ -47,7 +47,9 @@ def checkpoint_state(dmp: torch.nn.Module, optimizer) -> Dict[str, Any]:
     return {"model": dmp.state_dict(), "optim": optimizer.state_dict()}
 
 
-def save_checkpoint(root: Path, step: int, dmp, optimizer, meta: Dict[str, Any], rank_local: Dict[str, Any], keep: int = 2) -> Path:
+def save_checkpoint(
+    root: Path, step: int, dmp, optimizer, meta: Dict[str, Any], rank_local: Dict[str, Any], keep: int = 2
+) -> Path:
     """Save a complete checkpoint as ``root/step-{step}`` (collective: every rank calls it)."""
     root = Path(root)
     name = f"step-{step:08d}"

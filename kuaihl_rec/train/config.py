@@ -92,7 +92,12 @@ class TrainConfig:
 
 
 # The flat layout of runs written before the config tree: key -> its path in the tree.
-_FLAT_KEYS = {"window": "data.window", "stride": "data.stride", "min_viewers": "data.min_viewers", "label": "data.label"}
+_FLAT_KEYS = {
+    "window": "data.window",
+    "stride": "data.stride",
+    "min_viewers": "data.min_viewers",
+    "label": "data.label",
+}
 
 
 def _upgrade(d: Mapping[str, Any]) -> Dict[str, Any]:

@@ -59,7 +59,10 @@ def load_trained_model(run_dir: Path):
     state = {k[len("model."):]: v for k, v in payload["state_dict"].items() if k.startswith("model.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"{path}: checkpoint does not match model {choice.name!r}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ValueError(
+            f"{path}: checkpoint does not match model {choice.name!r}: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     model.eval()
     return model, saved
 
@@ -73,8 +76,12 @@ def eval_split(run_dir: Path, data_dir: Path, split: str = "test") -> WindowedSp
     wcfg = WindowConfig.from_dict(saved["window"])
     table, sizes, _ = load_segments(data_dir, min_viewers=wcfg.min_viewers)
     spec = saved["spec"]
-    if (sizes.visual_tokens, sizes.visual_dim, sizes.text_dim) != (spec["visual_tokens"], spec["visual_dim"], spec["text_dim"]):
-        raise DataError(f"{data_dir}: feature sizes {sizes} differ from the run's ({spec}); was the model trained on other data?")
+    if (sizes.visual_tokens, sizes.visual_dim, sizes.text_dim) != (
+        spec["visual_tokens"], spec["visual_dim"], spec["text_dim"]
+    ):
+        raise DataError(
+            f"{data_dir}: feature sizes {sizes} differ from the run's ({spec}); was the model trained on other data?"
+        )
     arr = SegmentArrays.from_table(table, sizes, wcfg)
     vocab = np.load(run_dir / "vocab.npz")
     index = build_windows(arr, wcfg, split, "eval")
@@ -83,7 +90,14 @@ def eval_split(run_dir: Path, data_dir: Path, split: str = "test") -> WindowedSp
     return WindowedSplit(arr, index, wcfg, IdVocab(vocab["streamer"]), IdVocab(vocab["live"]), "eval")
 
 
-def lagged_label_scores(live_id: np.ndarray, segment: np.ndarray, label: np.ndarray, target_live: np.ndarray, target_segment: np.ndarray, lag: int) -> np.ndarray:
+def lagged_label_scores(
+    live_id: np.ndarray,
+    segment: np.ndarray,
+    label: np.ndarray,
+    target_live: np.ndarray,
+    target_segment: np.ndarray,
+    lag: int,
+) -> np.ndarray:
     """A trivial predictor: for target segment u of room r, the label of segment u - ``lag`` of r.
 
     ``live_id, segment, label`` describe the segment table (any order); targets whose room has no
@@ -101,7 +115,14 @@ def lagged_label_scores(live_id: np.ndarray, segment: np.ndarray, label: np.ndar
     return scores
 
 
-def reference_scores(live_id: np.ndarray, segment: np.ndarray, label: np.ndarray, target_live: np.ndarray, target_segment: np.ndarray, label_delay: int) -> Dict[str, np.ndarray]:
+def reference_scores(
+    live_id: np.ndarray,
+    segment: np.ndarray,
+    label: np.ndarray,
+    target_live: np.ndarray,
+    target_segment: np.ndarray,
+    label_delay: int,
+) -> Dict[str, np.ndarray]:
     """The two trivial predictors every report shows, as scores of the targets:
 
     * ``previous_segment_label``: the label of segment u - 1 (the issue's trivial predictor). For
@@ -110,19 +131,39 @@ def reference_scores(live_id: np.ndarray, segment: np.ndarray, label: np.ndarray
       platform has when u is scored (LVTR: u - 3). Equal to the first when the delay is 0.
     """
     out = {"previous_segment_label": lagged_label_scores(live_id, segment, label, target_live, target_segment, 1)}
-    out["last_complete_label"] = lagged_label_scores(live_id, segment, label, target_live, target_segment, 1 + label_delay)
+    out["last_complete_label"] = lagged_label_scores(
+        live_id, segment, label, target_live, target_segment, 1 + label_delay
+    )
     return out
 
 
-def evaluate_run(run_dir: Path, data_dir: Path, split: str = "test", json_out: Optional[Path] = None, predictions_out: Optional[Path] = None, progress: bool = True) -> Dict[str, Any]:
+def evaluate_run(
+    run_dir: Path,
+    data_dir: Path,
+    split: str = "test",
+    json_out: Optional[Path] = None,
+    predictions_out: Optional[Path] = None,
+    progress: bool = True,
+) -> Dict[str, Any]:
     model, saved = load_trained_model(run_dir)
     windows = eval_split(run_dir, data_dir, split)
     scored = score_split(plain_scorer(model), windows, batch_size=256, device=torch.device("cpu"), progress=progress)
     metrics = evaluate_segments(scored["label"], scored["score"], room_ids=scored["live_id"])
     a = windows.arr
-    refs = reference_scores(a.live_id, a.segment, a.label, scored["live_id"], scored["segment"], windows.cfg.observed_delay)
-    reference = {name: evaluate_segments(scored["label"], score, room_ids=scored["live_id"]) for name, score in refs.items()}
-    result: Dict[str, Any] = {"model": TrainConfig.from_dict(saved["train"]).model.name, "run": str(run_dir), "data": str(data_dir), "split": split, **metrics, "reference": reference}
+    refs = reference_scores(
+        a.live_id, a.segment, a.label, scored["live_id"], scored["segment"], windows.cfg.observed_delay
+    )
+    reference = {
+        name: evaluate_segments(scored["label"], score, room_ids=scored["live_id"]) for name, score in refs.items()
+    }
+    result: Dict[str, Any] = {
+        "model": TrainConfig.from_dict(saved["train"]).model.name,
+        "run": str(run_dir),
+        "data": str(data_dir),
+        "split": split,
+        **metrics,
+        "reference": reference,
+    }
     if json_out:
         atomic_write_json(json_out, result)
     if predictions_out:

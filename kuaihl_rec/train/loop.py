@@ -124,19 +124,25 @@ def load_run_data(data_dir: Path, cfg: TrainConfig) -> RunData:
     """Validated windows of the train and val splits (every rank reads the same directory)."""
     data_dir = Path(data_dir)
     if not data_dir.exists():
-        raise DataError(f"{data_dir}: the data directory does not exist (create one with `kuaihl world --out {data_dir}`)")
+        raise DataError(
+            f"{data_dir}: the data directory does not exist (create one with `kuaihl world --out {data_dir}`)"
+        )
     wcfg = cfg.data
     table, sizes, report = load_segments(data_dir, min_viewers=wcfg.min_viewers)
     arr = SegmentArrays.from_table(table, sizes, wcfg)
     splits = window_splits(arr, wcfg, {"train": "train", "val": "eval"})
     if len(splits["train"]) == 0:
-        raise DataError(f"{data_dir}: no training windows (rooms per split: {report.splits}); is there a 'train' split?")
+        raise DataError(
+            f"{data_dir}: no training windows (rooms per split: {report.splits}); is there a 'train' split?"
+        )
     if len(splits["val"]) == 0:
         logger.warning("%s: no validation rooms: early stopping falls back to the training loss", data_dir)
     return RunData(train=splits["train"], val=splits["val"], spec=BatchSpec.of(splits["train"]), window_cfg=wcfg)
 
 
-def _global_batches(split: WindowedSplit, batch_size: int, seed: int, epoch: int, rank: int, world_size: int) -> List[np.ndarray]:
+def _global_batches(
+    split: WindowedSplit, batch_size: int, seed: int, epoch: int, rank: int, world_size: int
+) -> List[np.ndarray]:
     """This rank's window indices for every full global batch of the epoch (drop_last: every rank
     runs the same number of steps, which sharded collectives require)."""
     order = np.random.default_rng([seed, epoch]).permutation(len(split))
@@ -212,9 +218,14 @@ class Trainer:
             self._check_saved_config()
         self.data = load_run_data(self.data_dir, cfg)
         self._build_model()
-        self.steps_per_epoch = len(_global_batches(self.data.train, cfg.batch_size, cfg.seed, 0, self.rank, self.world_size))
+        self.steps_per_epoch = len(
+            _global_batches(self.data.train, cfg.batch_size, cfg.seed, 0, self.rank, self.world_size)
+        )
         if self.steps_per_epoch == 0:
-            raise DataError(f"{self.data_dir}: {len(self.data.train)} training windows is fewer than one global batch of {cfg.batch_size}")
+            raise DataError(
+                f"{self.data_dir}: {len(self.data.train)} training windows is fewer than one global batch "
+                f"of {cfg.batch_size}"
+            )
         self.total_steps = cfg.max_steps or self.steps_per_epoch * cfg.epochs
         if self.rank == 0 and not self.resume:
             self._write_run_header()
@@ -282,7 +293,10 @@ class Trainer:
         if "torch_rng" in local:
             torch.set_rng_state(local["torch_rng"])
             self.wrapper.generator.set_state(local["loss_rng"])
-        logger.info("resumed from %s (step %d, epoch %d, batch %d)", ckpt, state["step"], state["epoch"], state["batch_in_epoch"])
+        logger.info(
+            "resumed from %s (step %d, epoch %d, batch %d)",
+            ckpt, state["step"], state["epoch"], state["batch_in_epoch"],
+        )
         if self.rank == 0:  # forget what the killed run logged after its last checkpoint
             truncate_jsonl(self.run_dir / "steps.jsonl", "step", state["step"])
             truncate_jsonl(self.run_dir / "metrics.jsonl", "epoch", state["epoch"])
@@ -290,7 +304,9 @@ class Trainer:
     def snapshot(self, step: int) -> Path:
         meta = dict(self.state)
         local = {"torch_rng": torch.get_rng_state(), "loss_rng": self.wrapper.generator.get_state()}
-        return save_checkpoint(self.ckpt_root, step, self.dmp, self.optimizer, meta, local, keep=self.cfg.keep_checkpoints)
+        return save_checkpoint(
+            self.ckpt_root, step, self.dmp, self.optimizer, meta, local, keep=self.cfg.keep_checkpoints
+        )
 
     # -------------------------------------------------------------------------------- epochs
 
@@ -333,7 +349,9 @@ class Trainer:
             loss_t /= self.world_size
         loss = float(loss_t)
         if not math.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss} at step {state['step']} (epoch {epoch}); lower the learning rate")
+            raise FloatingPointError(
+                f"training loss became {loss} at step {state['step']} (epoch {epoch}); lower the learning rate"
+            )
         state["epoch_loss_sum"] += loss
         state["step"] += 1
         state["batch_in_epoch"] += 1
@@ -347,7 +365,11 @@ class Trainer:
             if step_log:
                 step_log.close()
             os._exit(17)
-        if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0 and state["batch_in_epoch"] < self.steps_per_epoch:
+        if (
+            cfg.checkpoint_every
+            and state["step"] % cfg.checkpoint_every == 0
+            and state["batch_in_epoch"] < self.steps_per_epoch
+        ):
             self.snapshot(state["step"])
         return loss
 
@@ -359,7 +381,9 @@ class Trainer:
                                   "epoch_seconds": round(epoch_seconds, 2)}
         if len(self.data.val):
             batch = max(cfg.eval_batch_size // self.world_size, 1)
-            scored = score_split(pipeline_scorer(self.pipeline, self.dmp), self.data.val, batch, self.device, self.rank, self.world_size)
+            scored = score_split(
+                pipeline_scorer(self.pipeline, self.dmp), self.data.val, batch, self.device, self.rank, self.world_size
+            )
             metrics = evaluate_segments(scored["label"], scored["score"], room_ids=scored["live_id"])
             record.update({f"val_{k}": v for k, v in metrics.items() if not isinstance(v, (list, dict))})
             objective = metrics["tau"]
@@ -395,7 +419,11 @@ class Trainer:
         step_log = open(self.run_dir / "steps.jsonl", "a") if self.rank == 0 else None
         self.t_start, self.samples_seen = time.perf_counter(), 0
         try:
-            while self.state["epoch"] < self.cfg.epochs and self.state["step"] < self.total_steps and not self.stopped_early:
+            while (
+                self.state["epoch"] < self.cfg.epochs
+                and self.state["step"] < self.total_steps
+                and not self.stopped_early
+            ):
                 self.end_epoch(self.run_epoch(step_log))
         finally:
             if step_log:

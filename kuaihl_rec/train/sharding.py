@@ -42,7 +42,9 @@ class TableTooLargeError(RuntimeError):
 
 
 def embedding_modules(model: nn.Module) -> List[Tuple[str, nn.Module]]:
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, (EmbeddingCollection, EmbeddingBagCollection))]
+    return [
+        (name, m) for name, m in model.named_modules() if isinstance(m, (EmbeddingCollection, EmbeddingBagCollection))
+    ]
 
 
 def table_configs(model: nn.Module):
@@ -75,7 +77,12 @@ def machine_memory_bytes() -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def check_table_memory(num_rows_dims: Iterable[Tuple[str, int, int]], world_size: int, memory_bytes: Optional[int] = None, share: float = 0.5) -> None:
+def check_table_memory(
+    num_rows_dims: Iterable[Tuple[str, int, int]],
+    world_size: int,
+    memory_bytes: Optional[int] = None,
+    share: float = 0.5,
+) -> None:
     """Refuse, before allocating anything, tables whose per-rank size exceeds ``share`` of memory.
 
     ``num_rows_dims``: (table name, rows, dim). The per-rank estimate assumes even row-wise
@@ -104,12 +111,20 @@ def make_topology(world_size: int, compute_device: str, ddr_cap_bytes: Optional[
             kwargs["ddr_cap"] = ddr_cap_bytes
         return Topology(**kwargs)
     trainer = TrainerConfig(world_size=world_size, local_world_size=local, ddr_cap_bytes=ddr_cap_bytes)
-    return TopologyFactory.create_topology(trainer_config=trainer, hardware_config=HardwareConfig(), kernel_config=KernelConfig(compute_device=compute_device))
+    return TopologyFactory.create_topology(
+        trainer_config=trainer,
+        hardware_config=HardwareConfig(),
+        kernel_config=KernelConfig(compute_device=compute_device),
+    )
 
 
 def plan_sharding(model: nn.Module, world_size: int, device: torch.device, pg=None) -> ShardingPlan:
     """An explicit sharding plan for every table of ``model`` (collective when a group is given)."""
-    topology = make_topology(world_size, device.type, ddr_cap_bytes=machine_memory_bytes() // max(int(os.environ.get("LOCAL_WORLD_SIZE", world_size)), 1))
+    topology = make_topology(
+        world_size,
+        device.type,
+        ddr_cap_bytes=machine_memory_bytes() // max(int(os.environ.get("LOCAL_WORLD_SIZE", world_size)), 1),
+    )
     planner = EmbeddingShardingPlanner(
         topology=topology,
         constraints=default_constraints(model, world_size),
@@ -163,7 +178,9 @@ def fuse_table_optimizer(model: nn.Module, cfg: OptimConfig) -> None:
 def wrap_model(model: nn.Module, device: torch.device, pg=None) -> DistributedModelParallel:
     """DMP with an explicit plan; tables are materialised on ``device``."""
     world_size = dist.get_world_size(pg) if dist.is_initialized() else 1
-    check_table_memory([(cfg.name, cfg.num_embeddings, cfg.embedding_dim) for _, cfg in table_configs(model)], world_size)
+    check_table_memory(
+        [(cfg.name, cfg.num_embeddings, cfg.embedding_dim) for _, cfg in table_configs(model)], world_size
+    )
     plan = plan_sharding(model, world_size, device, pg)
     return DistributedModelParallel(module=model, device=device, plan=plan)
 

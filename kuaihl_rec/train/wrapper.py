@@ -41,7 +41,11 @@ class TrainWrapper(nn.Module):
                 f"{type(model).__name__} has none: choose a loss preset without 'align'"
             )
         config = getattr(model, "config", None)
-        if self.needs_sequences and config is not None and not (getattr(config, "use_text", True) and getattr(config, "use_visual", True)):
+        if (
+            self.needs_sequences
+            and config is not None
+            and not (getattr(config, "use_text", True) and getattr(config, "use_visual", True))
+        ):
             missing = "text" if not getattr(config, "use_text", True) else "visual"
             raise ValueError(
                 f"the loss has the alignment term (DTW between the text and visual sequences), but this "
@@ -54,7 +58,9 @@ class TrainWrapper(nn.Module):
             # an attribute, not a forward argument: the pipeline FX-traces this module's forward
             self.loss_fn.normalizer = global_count
 
-    def forward(self, batch: LiveBatch) -> Tuple[torch.Tensor, Tuple[Dict[str, torch.Tensor], torch.Tensor, torch.Tensor]]:
+    def forward(
+        self, batch: LiveBatch
+    ) -> Tuple[torch.Tensor, Tuple[Dict[str, torch.Tensor], torch.Tensor, torch.Tensor]]:
         if not self.training:  # scoring: logits only, no loss (and no random negatives drawn)
             logits = self.model(batch)
             zero = logits.new_zeros(())
