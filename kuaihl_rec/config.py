@@ -109,7 +109,9 @@ def set_path(cfg: C, dotted: str, value: Any) -> C:
         return dataclasses.replace(cfg, **{head: tuple(sorted(merged.items()))})
     if rest:
         if not dataclasses.is_dataclass(current):
-            raise ValueError(f"config key {head!r} of {type(cfg).__name__} is a value, not a section: cannot set {dotted!r}")
+            raise ValueError(
+                f"config key {head!r} of {type(cfg).__name__} is a value, not a section: cannot set {dotted!r}"
+            )
         return dataclasses.replace(cfg, **{head: set_path(current, rest, value)})
     tp = _field_types(type(cfg))[head]
     if _is_config(tp) and isinstance(value, Mapping):
