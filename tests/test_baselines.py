@@ -377,7 +377,7 @@ import collections, sys
 import numpy as np, torch, torch.distributed as dist
 sys.path.insert(0, sys.argv[1])
 import baselines
-from conftest import model_batch
+from helpers import make_table
 from kuaihl_rec.data import BatchSpec, FeatureSizes, SegmentArrays, WindowConfig, window_splits
 from kuaihl_rec.model.registry import create_model
 from kuaihl_rec.train.loop import init_distributed
