@@ -28,7 +28,6 @@ from torchrec.modules.crossnet import LowRankMixtureCrossNet
 from baselines.features import (
     FEATURE_OVERRIDES,
     PerPositionCTR,
-    build_embedding_bags,
     features_from_overrides,
 )
 from baselines.layers import MLP, as_hidden
@@ -109,6 +108,4 @@ def dcn_m(
         len(cfg.field_keys), embedding_dim, cfg.n_dense, int(cross_layers), int(experts), int(low_rank),
         as_hidden(mlp), dropout, structure,
     )
-    return DCNM(
-        spec, cfg, build_embedding_bags(spec, cfg, embedding_dim, init_scale=init_scale), None, head, embedding_dim
-    )
+    return DCNM.build(spec, cfg, head, embedding_dim, init_scale, first_order=False)

@@ -22,9 +22,7 @@ from torch import Tensor, nn
 
 from baselines.features import (
     FEATURE_OVERRIDES,
-    LINEAR_WIDTH,
     PerPositionCTR,
-    build_embedding_bags,
     features_from_overrides,
 )
 from baselines.layers import MLP, FirstOrder, FMInteraction, as_hidden
@@ -68,11 +66,4 @@ def deepfm(
     ``init_scale``: tables start uniform in +-init_scale (near zero, like DeepCTR / FuxiCTR)."""
     cfg = features_from_overrides(features)
     head = DeepFMHead(len(cfg.field_keys), embedding_dim, cfg.n_dense, as_hidden(mlp), dropout)
-    return DeepFM(
-        spec,
-        cfg,
-        build_embedding_bags(spec, cfg, embedding_dim, init_scale=init_scale),
-        build_embedding_bags(spec, cfg, LINEAR_WIDTH, prefix="w_", init_scale=init_scale),
-        head,
-        embedding_dim,
-    )
+    return DeepFM.build(spec, cfg, head, embedding_dim, init_scale)

@@ -23,9 +23,7 @@ from torch import Tensor, nn
 
 from baselines.features import (
     FEATURE_OVERRIDES,
-    LINEAR_WIDTH,
     PerPositionCTR,
-    build_embedding_bags,
     features_from_overrides,
 )
 from baselines.layers import (
@@ -99,11 +97,4 @@ def difm(
     head = DIFMHead(
         len(cfg.field_keys), embedding_dim, cfg.n_dense, int(att_heads), int(att_head_dim), as_hidden(mlp), dropout
     )
-    return DIFM(
-        spec,
-        cfg,
-        build_embedding_bags(spec, cfg, embedding_dim, init_scale=init_scale),
-        build_embedding_bags(spec, cfg, LINEAR_WIDTH, prefix="w_", init_scale=init_scale),
-        head,
-        embedding_dim,
-    )
+    return DIFM.build(spec, cfg, head, embedding_dim, init_scale)

@@ -427,6 +427,27 @@ class PerPositionCTR(nn.Module):
         self.linear_fields = StackFields(self.linear_keys, mean=True) if linear_bags is not None else None
         self.head = head
 
+    @classmethod
+    def build(
+        cls,
+        spec: BatchSpec,
+        features: FeatureConfig,
+        head: nn.Module,
+        embedding_dim: int,
+        init_scale: float,
+        first_order: bool = True,
+        linear_keys: Optional[Sequence[str]] = None,
+    ) -> "PerPositionCTR":
+        """The model with its tables built here: ``embedding_dim``-wide field tables and, with
+        ``first_order``, the :data:`LINEAR_WIDTH`-wide first-order tables (keys ``linear_keys``, by
+        default those of :func:`build_embedding_bags`), all uniform in +-``init_scale``."""
+        tables = build_embedding_bags(spec, features, embedding_dim, init_scale=init_scale)
+        linear = None
+        if first_order:
+            keys = {} if linear_keys is None else {"keys": linear_keys}
+            linear = build_embedding_bags(spec, features, LINEAR_WIDTH, prefix="w_", init_scale=init_scale, **keys)
+        return cls(spec, features, tables, linear, head, embedding_dim, linear_keys=linear_keys)
+
     def forward(self, batch: LiveBatch) -> Tensor:
         """Float32 logits ``[b, n]``; position t reads only the features of content segment t."""
         kjt, dense = self.inputs(batch)

@@ -22,9 +22,7 @@ from torch import Tensor, nn
 
 from baselines.features import (
     FEATURE_OVERRIDES,
-    LINEAR_WIDTH,
     PerPositionCTR,
-    build_embedding_bags,
     features_from_overrides,
 )
 from baselines.layers import MLP, FirstOrder, as_hidden
@@ -69,12 +67,4 @@ def wide_deep(
     ``init_scale``: tables start uniform in +-init_scale (near zero, like DeepCTR / FuxiCTR)."""
     cfg = features_from_overrides(features, crosses=cross_features)
     head = WideDeepHead(len(cfg.field_keys), embedding_dim, cfg.n_dense, as_hidden(mlp), dropout)
-    return WideDeep(
-        spec,
-        cfg,
-        build_embedding_bags(spec, cfg, embedding_dim, init_scale=init_scale),
-        build_embedding_bags(spec, cfg, LINEAR_WIDTH, keys=cfg.keys, prefix="w_", init_scale=init_scale),
-        head,
-        embedding_dim,
-        linear_keys=cfg.keys,
-    )
+    return WideDeep.build(spec, cfg, head, embedding_dim, init_scale, linear_keys=cfg.keys)

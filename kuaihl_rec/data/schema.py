@@ -69,16 +69,7 @@ LABEL_DELAY_SEGMENTS = {"lvtr": -(-LONG_VIEW_SECONDS // SEGMENT_SECONDS), "ctr":
 # The eight counters of ContentCTR 4.3.2 (what the ID baselines read, and the content model's
 # engagement token): known when the segment ends. Not n_viewers / n_long_viewers: their ratio is
 # the segment's LVTR, whose 60 s outcome is complete only two segments later.
-PAPER_COUNTER_COLUMNS: Tuple[str, ...] = (
-    "n_exposures",
-    "n_comments",
-    "n_gifts",
-    "n_clicks",
-    "n_likes",
-    "n_follows",
-    "n_entries",
-    "n_exits",
-)
+PAPER_COUNTER_COLUMNS: Tuple[str, ...] = tuple(c for c in COUNTER_COLUMNS if c not in ("n_viewers", "n_long_viewers"))
 RAW_MEDIA_COLUMNS: Tuple[str, ...] = ("frame_paths", "asr_text", "comment_text")
 SPLITS: Tuple[str, ...] = ("train", "val", "test")
 

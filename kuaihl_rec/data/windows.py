@@ -39,7 +39,12 @@ import torch
 from kuaihl_rec.config import from_dict as config_from_dict
 from kuaihl_rec.data.batch import LiveBatch, make_id_features
 from kuaihl_rec.data.io import DataError
-from kuaihl_rec.data.schema import COUNTER_COLUMNS, LABEL_DELAY_SEGMENTS, SPLITS, FeatureSizes
+from kuaihl_rec.data.schema import (
+    COUNTER_COLUMNS,
+    LABEL_DELAY_SEGMENTS,
+    SPLITS,
+    FeatureSizes,
+)
 
 logger = logging.getLogger(__name__)
 

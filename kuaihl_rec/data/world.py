@@ -49,7 +49,12 @@ import time
 from pathlib import Path
 from typing import Dict, Optional, Union
 
-from kuaihl_rec.data.io import atomic_write_bytes, atomic_write_json, atomic_write_parquet, write_segment_table
+from kuaihl_rec.data.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_parquet,
+    write_segment_table,
+)
 from kuaihl_rec.data.world_audience import generate_audience
 from kuaihl_rec.data.world_config import (
     STATE_NAMES,
@@ -63,15 +68,27 @@ from kuaihl_rec.data.world_features import text_features, visual_features
 from kuaihl_rec.data.world_figure import plot_room_timeline
 from kuaihl_rec.data.world_latent import generate_latent, transition_matrices
 from kuaihl_rec.data.world_layout import random_streams, segment_layout
-from kuaihl_rec.data.world_profiles import CATEGORY_PROFILES
-from kuaihl_rec.data.world_structure import build_structure
-from kuaihl_rec.data.world_summary import summarize_world
-from kuaihl_rec.data.world_tables import World, segment_table, truth_sidecar
 
 # Re-exported: importable from here as they were before the generator was split into modules.
-from kuaihl_rec.data.world_profiles import HIGHLIGHT, IDLE, N_STATES, PERFORMANCE, PK, TALK  # noqa: F401, E402
-from kuaihl_rec.data.world_profiles import CategoryProfile  # noqa: F401, E402
-from kuaihl_rec.data.world_tables import LIVE_ID_BASE, STREAMER_ID_BASE  # noqa: F401, E402
+from kuaihl_rec.data.world_profiles import (  # noqa: F401, E402
+    CATEGORY_PROFILES,
+    HIGHLIGHT,
+    IDLE,
+    N_STATES,
+    PERFORMANCE,
+    PK,
+    TALK,
+    CategoryProfile,  # noqa: F401, E402
+)
+from kuaihl_rec.data.world_structure import build_structure
+from kuaihl_rec.data.world_summary import summarize_world
+from kuaihl_rec.data.world_tables import (  # noqa: F401, E402
+    LIVE_ID_BASE,
+    STREAMER_ID_BASE,
+    World,
+    segment_table,
+    truth_sidecar,
+)
 
 __all__ = [
     "CATEGORY_PROFILES",

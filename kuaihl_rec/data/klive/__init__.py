@@ -116,7 +116,12 @@ from kuaihl_rec.data.klive.rooms import (
     segment_indices,
     sort_rows,
 )
-from kuaihl_rec.data.klive.table import MAX_LIST_VALUES, assemble_table, feature_sizes, take_sorted_vectors
+from kuaihl_rec.data.klive.table import (
+    MAX_LIST_VALUES,
+    assemble_table,
+    feature_sizes,
+    take_sorted_vectors,
+)
 from kuaihl_rec.data.schema import SPLITS, FeatureSizes
 
 __all__ = [

@@ -26,7 +26,11 @@ from kuaihl_rec.data.klive.encoding import LITERAL_ERRORS, ShardEncoding, check_
 from kuaihl_rec.data.klive.errors import data_error, show_value
 from kuaihl_rec.data.klive.layout import KLIVE_FIELDS, MAX_SECONDS, VECTOR_FIELDS
 from kuaihl_rec.data.klive.scalars import float_column, int_column
-from kuaihl_rec.data.klive.vectors import parse_vector_lists, parse_vector_texts, vector_style
+from kuaihl_rec.data.klive.vectors import (
+    parse_vector_lists,
+    parse_vector_texts,
+    vector_style,
+)
 
 # The package's logger: every module of the reader logs as "kuaihl_rec.data.klive".
 logger = logging.getLogger(__package__)

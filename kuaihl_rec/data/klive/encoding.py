@@ -12,7 +12,7 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional, TextIO, Tuple
+from typing import Any, Dict, Iterator, List, Optional, TextIO, Tuple
 
 from kuaihl_rec.data.io import PathLike
 from kuaihl_rec.data.klive.errors import data_error, show_value
@@ -62,6 +62,12 @@ class ShardEncoding:
 def open_text(path: Path) -> TextIO:
     """``path`` opened for reading as strict UTF-8 text with universal newlines."""
     return open(path, "r", encoding="utf-8", errors="strict", newline=None)
+
+
+def numbered_lines(handle: TextIO) -> Iterator[Tuple[int, str]]:
+    """``(line number from 1, line)`` of an open text file, the UTF-8 byte-order mark dropped from line 1."""
+    for line_number, line in enumerate(handle, 1):
+        yield line_number, (line.lstrip("\ufeff") if line_number == 1 else line)
 
 
 def check_keys(path: Path, line_number: int, obj: Dict[str, Any]) -> None:
@@ -159,12 +165,10 @@ def detect_shard_encoding(path: PathLike, max_lines: int = 1000) -> ShardEncodin
     path = Path(path)
     encoding: Optional[ShardEncoding] = None
     with open_text(path) as handle:
-        for line_number, line in enumerate(handle, 1):
+        for line_number, line in numbered_lines(handle):
             if line_number > max_lines:
                 break
             line = line.rstrip("\r\n")
-            if line_number == 1:
-                line = line.lstrip("\ufeff")
             if not line.strip():
                 continue
             if encoding is None:

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from kuaihl_rec.data.io import PathLike
-from kuaihl_rec.data.klive.encoding import open_text
+from kuaihl_rec.data.klive.encoding import numbered_lines, open_text
 from kuaihl_rec.data.klive.errors import data_error, show_value
 from kuaihl_rec.data.klive.layout import MAPPING_NAME
 from kuaihl_rec.data.klive.scalars import CONVERSION_ERRORS, to_int
@@ -78,9 +78,7 @@ def _read_mapping_lines(path: Path) -> Tuple[Dict[int, Tuple[int, int]], int]:
     line_number = 0
     try:
         with open_text(path) as handle:
-            for line_number, line in enumerate(handle, 1):
-                if line_number == 1:
-                    line = line.lstrip("\ufeff")
+            for line_number, line in numbered_lines(handle):
                 text = line.strip()
                 if not text:
                     continue

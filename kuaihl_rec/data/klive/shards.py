@@ -14,7 +14,12 @@ from typing import Any, List, Optional
 import numpy as np
 
 from kuaihl_rec.data.klive.chunks import ChunkColumns, VectorSizes, parse_chunk
-from kuaihl_rec.data.klive.encoding import ShardEncoding, detect_line, open_text
+from kuaihl_rec.data.klive.encoding import (
+    ShardEncoding,
+    detect_line,
+    numbered_lines,
+    open_text,
+)
 from kuaihl_rec.data.klive.errors import data_error
 from kuaihl_rec.data.klive.layout import CHUNK_LINES
 
@@ -56,9 +61,7 @@ class ShardRows:
         line_number = 0
         try:
             with open_text(path) as handle:
-                for line_number, line in enumerate(handle, 1):
-                    if line_number == 1:
-                        line = line.lstrip("\ufeff")
+                for line_number, line in numbered_lines(handle):
                     line = line.rstrip("\r\n")
                     if not line.strip():
                         continue
