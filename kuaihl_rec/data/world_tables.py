@@ -20,7 +20,7 @@ from typing import Dict, Tuple
 import numpy as np
 import pyarrow as pa
 
-from kuaihl_rec.data.schema import SEGMENT_SECONDS, SPLITS, FeatureSizes, arrow_schema
+from kuaihl_rec.data.schema import COUNTER_COLUMNS, SEGMENT_SECONDS, SPLITS, FeatureSizes, arrow_schema
 from kuaihl_rec.data.world_audience import Audience
 from kuaihl_rec.data.world_config import STATE_NAMES, WorldConfig
 from kuaihl_rec.data.world_features import TextFeatures
@@ -110,20 +110,18 @@ def segment_table(
         "visual": list_column(visual),
         "text": list_column(text),
         "ctr": pa.array((audience.clicks / audience.exposures).astype(np.float32)),
-        "n_exposures": pa.array(audience.exposures.astype(np.int64)),
-        "n_viewers": pa.array(audience.viewers),
-        "n_long_viewers": pa.array(audience.long_viewers.astype(np.int64)),
-        "n_comments": pa.array(audience.comments.astype(np.int64)),
-        "n_gifts": pa.array(audience.gifts.astype(np.int64)),
-        "n_clicks": pa.array(audience.clicks.astype(np.int64)),
-        "n_likes": pa.array(audience.likes.astype(np.int64)),
-        "n_follows": pa.array(audience.follows.astype(np.int64)),
-        "n_entries": pa.array(audience.entries.astype(np.int64)),
-        "n_exits": pa.array(audience.exits),
+        # counter n_x is Audience.x (viewers and exits are int64 already)
+        **{name: pa.array(np.asarray(getattr(audience, name[2:]), dtype=np.int64)) for name in COUNTER_COLUMNS},
         "split": _split_names().take(pa.array(structure.room_split[room].astype(np.int32))),
     }
     schema = arrow_schema(columns)
     return pa.Table.from_arrays([columns[field.name] for field in schema], schema=schema)
+
+
+# float32 columns of the truth sidecar, in their column order (attributes of HiddenContent)
+_TRUTH_FLOAT_COLUMNS = (
+    "attract_logit", "true_lvtr", "true_ctr", "true_retention", "state_term", "quality_term", "taste_term",
+)
 
 
 def truth_table(layout: SegmentLayout, hidden: HiddenContent, text: TextFeatures) -> pa.Table:
@@ -135,13 +133,7 @@ def truth_table(layout: SegmentLayout, hidden: HiddenContent, text: TextFeatures
             "live_id": pa.array(live_ids[layout.room]),
             "segment": pa.array(layout.segment),
             "state": pa.array(hidden.state),
-            "attract_logit": pa.array(hidden.attract_logit.astype(np.float32)),
-            "true_lvtr": pa.array(hidden.true_lvtr.astype(np.float32)),
-            "true_ctr": pa.array(hidden.true_ctr.astype(np.float32)),
-            "true_retention": pa.array(hidden.true_retention.astype(np.float32)),
-            "state_term": pa.array(hidden.state_term.astype(np.float32)),
-            "quality_term": pa.array(hidden.quality_term.astype(np.float32)),
-            "taste_term": pa.array(hidden.taste_term.astype(np.float32)),
+            **{name: pa.array(getattr(hidden, name).astype(np.float32)) for name in _TRUTH_FLOAT_COLUMNS},
             "trend": pa.array(hidden.trend),
             "text_shift": pa.array(text.shift),
             "text_nonseq": pa.array(text.nonsequential),
