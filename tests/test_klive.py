@@ -21,6 +21,7 @@ from kuaihl_rec.data.klive import (
     read_live_id2aid,
 )
 from kuaihl_rec.data.schema import REQUIRED_TYPES, FeatureSizes
+from kuaihl_rec.data.validate import validate_path
 
 IMAGE_DIM = 4
 TEXT_DIM = 3
@@ -554,3 +555,47 @@ def test_integral_floats_and_numeric_strings_accepted(tmp_path):
     write_mapping(tmp_path, {1: 1})
     table, _ = read_klive(tmp_path, splits=("train",))
     assert_matches(table, [dict(r, split="train") for r in rows], {1: 1})
+
+
+@pytest.mark.parametrize("bad", [1.5, -0.25])
+def test_lvtr_outside_unit_interval(tmp_path, bad):
+    rows = make_rows([1, 2], n_segments=3)
+    rows[4]["lvtr"] = bad  # room 2, second row: line 5
+    path = shard(tmp_path, "train", 0)
+    write_shard(path, rows, "tsv")
+    write_mapping(tmp_path, {1: 1, 2: 2})
+    with pytest.raises(DataError) as exc:
+        read_klive(tmp_path, splits=("train",))
+    msg = assert_error(exc, path, 5, "lvtr")
+    assert repr(bad) in msg and "in [0, 1]" in msg and "live_id 2" in msg
+
+
+def test_lvtr_outside_unit_interval_names_first_line_in_reading_order(tmp_path):
+    rows = make_rows([1, 2], n_segments=3)
+    for r in (rows[1], rows[5]):
+        r["lvtr"] = 2.0
+    path = shard(tmp_path, "train", 0)
+    write_shard(path, rows[3:] + rows[:3], "json")  # room 2 first in the file: rows[5] is on line 3
+    write_mapping(tmp_path, {1: 1, 2: 2})
+    with pytest.raises(DataError) as exc:
+        read_klive(tmp_path, splits=("train",))
+    assert "2 row(s) outside" in assert_error(exc, path, 3, "lvtr")
+
+
+def test_gap_kept_visible_logged_and_refused_by_validation(tmp_path, caplog):
+    """A room whose timestamps jump 60 s (one 30 s segment missing): the reader keeps the gap in
+    ``segment`` and logs it with shard and line; validating the converted table refuses it."""
+    rows = make_rows([5], n_segments=4, gap=2)  # timestamps +0, +30, +90, +120
+    for r in rows:
+        r["split"] = "train"
+    path = shard(tmp_path / "klive", "train", 0)
+    write_shard(path, rows, "tsv")
+    write_mapping(tmp_path / "klive", {5: 50})
+    with caplog.at_level(logging.WARNING, logger="kuaihl_rec.data.klive"):
+        out = convert_klive(tmp_path / "klive", tmp_path / "out", splits=("train",))
+    assert f"{path}, line 3, field 'timestamp'" in caplog.text and "1 segment(s) missing" in caplog.text
+    report = validate_path(out)
+    assert not report.ok and "segment_gap" in report.errors, report.format()
+    example = report.errors["segment_gap"].examples[0]
+    assert "part-00000.parquet: row 2, field 'segment': live_id 5: segment 3 follows segment 1" in example
+    assert "timestamp_step" not in report.errors  # the timestamps agree with the visible gap

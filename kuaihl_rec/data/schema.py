@@ -3,17 +3,26 @@
 A *segment table* is a directory::
 
     DIR/
-      dataset.json                 manifest: format, version, feature sizes, files
+      dataset.json                 manifest: format, version, feature sizes, files, row counts
       segments/part-00000.parquet  one or more Parquet files (row groups of rooms)
 
-or a single ``.parquet`` file whose sizes are read from the data itself.
+or a single ``.parquet`` file (or a directory of them without manifest) whose sizes are read from
+row 0 of the first file; every file of a table then has those widths.
+
+Manifest (``dataset.json``): ``format`` = "kuaihl-segments", ``version`` = 1, ``feature_sizes``
+= {visual_tokens, visual_dim, text_dim}, each an integer >= 1, ``files``: paths relative to DIR,
+each inside DIR (no ``..``, no absolute path, no symlink out) and listed once; ``n_rows`` (total),
+``file_rows`` (per file, in the order of ``files``) and ``n_rooms``, when present, equal what the
+files hold. Other keys are provenance (``source``, ...).
 
 Columns (name: Arrow type, meaning). Required:
 
     streamer_id : int64   the streamer (author) of the room
     live_id     : int64   the live room (one broadcast); rooms never share a live_id
-    segment     : int32   0-based index of the 30 s segment inside the room (consecutive)
-    timestamp   : int64   unix seconds at the start of the segment
+    segment     : int32   0-based index of the 30 s segment inside the room (consecutive): every
+                          room starts at 0 and counts up by 1; a room's rows are contiguous, in order
+    timestamp   : int64   unix seconds at the start of the segment: the room's first timestamp
+                          + 30 * segment (strictly 30 s per segment, no hidden pause)
     lvtr        : float32 long-view-through rate of the segment, in [0, 1]
     visual      : list<float32>  k_v * d_v visual features (k_v tokens of width d_v, row-major)
     text        : list<float32>  d_t text features (ASR ; comments)

@@ -16,7 +16,9 @@ wrong_type             a column's Arrow type is not the contract's (any integer 
 null_value             a null in a column that must be set
 non_finite             NaN or +-inf in a feature vector or a label
 wrong_length           a ``visual`` / ``text`` vector whose length differs from the manifest's
-                       (or, without a manifest, from the first row's)
+                       (or, without a manifest, from row 0 of the first file: every file of a
+                       table has the same widths)
+empty_vector           without a manifest, feature vectors of width 0 (no features at all)
 negative_count         a counter below 0
 long_gt_viewers        ``n_long_viewers > n_viewers``
 clicks_gt_exposures    ``n_clicks > n_exposures``
@@ -24,11 +26,23 @@ label_range            ``lvtr`` / ``ctr`` outside [0, 1]
 duplicate_segment      the same (live_id, segment) twice
 out_of_order           a room's segments not in increasing order in the file
 segment_gap            a room's segments not consecutive (a missing 30 s segment)
+segment_start          a room whose first segment is not 0 (segments are 0-based)
+negative_segment       a segment number below 0
 room_split_files       one room's rows in more than one file
 streamer_changes       one room with more than one streamer_id
 bad_split              ``split`` not in {train, val, test} or not constant within a room
 timestamp_order        timestamps not strictly increasing within a room
+timestamp_step         timestamps of a room not 30 s per segment apart (``timestamp`` must be
+                       the room's first timestamp + 30 * ``segment``; a hidden pause would
+                       make the "next" segment minutes later than the model assumes)
+manifest_rows          the manifest's ``n_rows`` (total), ``file_rows`` (per file) or
+                       ``n_rooms`` differs from what the files hold
 =====================  =====================================================================
+
+Refused before any row is read (:class:`~kuaihl_rec.data.io.DataError`, also from
+:func:`validate_path`, so ``kuaihl validate`` exits 1): an unreadable file, a manifest that is
+not valid, lists a file twice or a path outside the dataset directory, or gives feature sizes
+that are not integers >= 1 (see :mod:`kuaihl_rec.data.io`).
 
 Rejections (usable data; counted and reported, never silent): targets whose segment has fewer
 than ``min_viewers`` viewers (they are masked from losses and metrics, and training windows whose
@@ -37,103 +51,28 @@ last target is such a segment are dropped), and rooms with a single segment (no 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from collections import OrderedDict
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from kuaihl_rec.data.io import DataError, manifest_sizes, segment_files
+from kuaihl_rec.data.io import DataError, manifest_sizes, read_manifest, segment_files
 from kuaihl_rec.data.schema import (
     COUNTER_COLUMNS,
+    MANIFEST_NAME,
     OPTIONAL_TYPES,
     REQUIRED_TYPES,
+    SEGMENT_SECONDS,
     SPLITS,
     FeatureSizes,
 )
+from kuaihl_rec.data.validate_report import MAX_EXAMPLES, Problem, ValidationReport  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
-
-MAX_EXAMPLES = 5
-
-
-@dataclasses.dataclass
-class Problem:
-    """One kind of problem: how many rows it hit and the first few places, already worded."""
-
-    kind: str
-    count: int
-    examples: List[str]
-
-
-@dataclasses.dataclass
-class ValidationReport:
-    """What :func:`validate_path` found. ``ok`` is False when any error was found."""
-
-    path: str
-    n_files: int = 0
-    n_rows: int = 0
-    n_rooms: int = 0
-    n_streamers: int = 0
-    sizes: Optional[FeatureSizes] = None
-    errors: "OrderedDict[str, Problem]" = dataclasses.field(default_factory=OrderedDict)
-    rejections: Dict[str, int] = dataclasses.field(default_factory=dict)
-    splits: Dict[str, int] = dataclasses.field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-    def add(self, kind: str, count: int, examples: Sequence[str]) -> None:
-        if count <= 0:
-            return
-        prob = self.errors.setdefault(kind, Problem(kind, 0, []))
-        prob.count += int(count)
-        room = MAX_EXAMPLES - len(prob.examples)
-        prob.examples.extend(list(examples)[:room])
-
-    def to_dict(self) -> dict:
-        return {
-            "path": self.path,
-            "ok": self.ok,
-            "n_files": self.n_files,
-            "n_rows": self.n_rows,
-            "n_rooms": self.n_rooms,
-            "n_streamers": self.n_streamers,
-            "feature_sizes": dataclasses.asdict(self.sizes) if self.sizes else None,
-            "errors": {k: {"count": p.count, "examples": p.examples} for k, p in self.errors.items()},
-            "rejections": dict(self.rejections),
-            "rooms_per_split": dict(self.splits),
-        }
-
-    def format(self) -> str:
-        lines = [
-            f"{self.path}: {self.n_rows} rows, {self.n_rooms} rooms, {self.n_streamers} streamers "
-            f"in {self.n_files} file(s)"
-        ]
-        if self.sizes:
-            s = self.sizes
-            lines.append(f"  feature sizes: visual {s.visual_tokens} x {s.visual_dim}, text {s.text_dim}")
-        if self.splits:
-            lines.append("  rooms per split: " + ", ".join(f"{k} {v}" for k, v in self.splits.items()))
-        for name, count in self.rejections.items():
-            lines.append(f"  rejected: {count} {name.replace('_', ' ')}")
-        if self.ok:
-            lines.append("  OK: the table satisfies the segment-data contract")
-        else:
-            lines.append(
-                f"  INVALID: {sum(p.count for p in self.errors.values())} problem(s) of {len(self.errors)} kind(s)"
-            )
-            for prob in self.errors.values():
-                lines.append(f"  - {prob.kind}: {prob.count}")
-                lines.extend(f"      {ex}" for ex in prob.examples)
-        return "\n".join(lines)
-
 
 _INT_COLUMNS = {c for c, t in {**REQUIRED_TYPES, **OPTIONAL_TYPES}.items() if pa.types.is_integer(t)}
 _FLOAT_COLUMNS = {c for c, t in {**REQUIRED_TYPES, **OPTIONAL_TYPES}.items() if pa.types.is_floating(t)}
@@ -179,10 +118,13 @@ def _vector_lengths_and_values(col: pa.ChunkedArray) -> Tuple[np.ndarray, np.nda
 class _FileChecker:
     """Checks one Parquet file's rows; cross-file checks are done by :func:`validate_path`."""
 
-    def __init__(self, report: ValidationReport, path: Path, sizes: Optional[FeatureSizes]):
+    def __init__(
+        self, report: ValidationReport, path: Path, sizes: Optional[FeatureSizes], sizes_source: str = ""
+    ):
         self.report = report
         self.path = path
         self.sizes = sizes
+        self.sizes_source = sizes_source or "the manifest's feature_sizes"
 
     def where(self, row: int, field: str, what: str) -> str:
         return f"{self.path}: row {row}, field '{field}': {what}"
@@ -226,10 +168,15 @@ class _FileChecker:
             lengths, values, owners = _vector_lengths_and_values(table.column(col))
             if self.sizes is not None:
                 expected = self.sizes.visual_len if col == "visual" else self.sizes.text_dim
-                source = "the manifest's feature_sizes"
+                source = self.sizes_source
             else:
                 expected = int(lengths[0]) if len(lengths) else 0
                 source = "row 0"
+            if expected == 0:
+                self.flag(
+                    "empty_vector", _rows_where(lengths == 0), col,
+                    lambda r, s=source: f"vector has 0 values (width 0, from {s}), expected at least 1",
+                )
             bad = _rows_where(lengths != expected)
             self.flag(
                 "wrong_length", bad, col,
@@ -322,6 +269,7 @@ class _FileChecker:
             "streamer_changes", sc, "streamer_id",
             lambda r: f"live_id {live[r]} has streamer_id {streamer[r]} but {streamer[r - 1]} on the previous row",
         )
+        self.check_numbering(live, seg, ts)
         if split is not None:
             bad_value = _rows_where(~np.isin(split, np.array(SPLITS, dtype=object)))
             self.flag("bad_split", bad_value, "split", lambda r: f"value {split[r]!r}, expected one of {list(SPLITS)}")
@@ -332,28 +280,140 @@ class _FileChecker:
             )
 
 
+    def check_numbering(self, live: np.ndarray, seg: np.ndarray, ts: np.ndarray) -> None:
+        """Segment numbers and timestamps: each room starts at segment 0, no segment is negative, and
+        a room's timestamps advance 30 s per segment (``timestamp - 30 * segment`` constant in a room)."""
+        seg64 = seg.astype(np.int64)
+        ts64 = ts.astype(np.int64)
+        self.flag(
+            "negative_segment", _rows_where(seg64 < 0), "segment",
+            lambda r: f"live_id {live[r]}: segment {seg[r]} is negative, expected a 0-based index >= 0",
+        )
+        starts = np.flatnonzero(np.r_[True, live[1:] != live[:-1]])
+        self.flag(
+            "segment_start", starts[seg64[starts] != 0], "segment",
+            lambda r: (
+                f"live_id {live[r]}: the room's first row has segment {seg[r]}, expected 0 "
+                "(segments are 0-based and consecutive from the start of the room)"
+            ),
+        )
+        same_room = live[1:] == live[:-1]
+        step = seg64[1:] - seg64[:-1]
+        seconds = ts64[1:] - ts64[:-1]
+        uneven = _rows_where(same_room & (step > 0) & (seconds > 0) & (seconds != SEGMENT_SECONDS * step)) + 1
+        self.flag(
+            "timestamp_step", uneven, "timestamp",
+            lambda r: (
+                f"live_id {live[r]}: segment {seg[r]} starts {ts64[r] - ts64[r - 1]} s after segment {seg[r - 1]} "
+                f"(timestamp {ts[r]}, previous {ts[r - 1]}), expected {SEGMENT_SECONDS * (seg64[r] - seg64[r - 1])} s "
+                f"({SEGMENT_SECONDS} s per segment)"
+            ),
+        )
+
 def read_table(path) -> Tuple[List[Tuple[Path, pa.Table]], Optional[FeatureSizes]]:
-    """Read every file of a segment table (no checks beyond readability)."""
+    """Read every file of a segment table (no checks beyond readability and the manifest's own)."""
+    tables, sizes, _ = _read_with_manifest(path)
+    return tables, sizes
+
+
+def _read_with_manifest(path) -> Tuple[List[Tuple[Path, pa.Table]], Optional[FeatureSizes], Optional[dict]]:
+    """``(files, manifest feature sizes, manifest)``; the last two are None without a manifest."""
     files = segment_files(path)
     sizes = manifest_sizes(path)
+    manifest = read_manifest(path) if Path(path).is_dir() else None
     out = []
     for f in files:
         try:
             out.append((f, pq.read_table(f)))
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"{f}: not a readable Parquet file ({exc})") from exc
-    return out, sizes
+    return out, sizes, manifest
 
 
-def _infer_sizes(tables: List[Tuple[Path, pa.Table]]) -> Optional[FeatureSizes]:
-    for _, t in tables:
+def _infer_sizes(tables: List[Tuple[Path, pa.Table]]) -> Tuple[Optional[FeatureSizes], str]:
+    """Sizes from the first row of the first non-empty file (a table without manifest), and where they came from."""
+    for path, t in tables:
         if t.num_rows and "visual" in t.column_names and "text" in t.column_names:
             v = t.column("visual")[0].values
             x = t.column("text")[0].values
             if v is None or x is None:
-                return None
-            return FeatureSizes(visual_tokens=1, visual_dim=len(v), text_dim=len(x))
-    return None
+                return None, ""
+            return FeatureSizes(visual_tokens=1, visual_dim=len(v), text_dim=len(x)), f"row 0 of {path}"
+    return None, ""
+
+
+def _check_manifest_counts(report: ValidationReport, tables: List[Tuple[Path, pa.Table]], manifest: dict,
+                           manifest_path: Path) -> None:
+    """The row and room counts the manifest records (``n_rows``, ``file_rows``, ``n_rooms``) against the files."""
+    def count_problem(field: str, recorded, found: int, what: str) -> None:
+        if isinstance(recorded, bool) or not isinstance(recorded, int) or recorded != found:
+            report.add("manifest_rows", 1, [
+                f"{manifest_path}: field {field}: manifest says {recorded!r} {what}, expected {found} "
+                f"(what the files hold)"])
+
+    if "n_rows" in manifest:
+        count_problem("'n_rows'", manifest["n_rows"], report.n_rows, "rows")
+    if "n_rooms" in manifest and report.ok:  # room counts mean something only in an otherwise valid table
+        count_problem("'n_rooms'", manifest["n_rooms"], report.n_rooms, "rooms")
+    file_rows = manifest.get("file_rows")
+    if file_rows is None:
+        return
+    if not isinstance(file_rows, list) or len(file_rows) != len(tables):
+        report.add("manifest_rows", 1, [
+            f"{manifest_path}: field 'file_rows': found {file_rows!r}, expected one row count per listed file "
+            f"({len(tables)})"])
+        return
+    for i, ((path, table), recorded) in enumerate(zip(tables, file_rows)):
+        count_problem(f"'file_rows'[{i}]", recorded, table.num_rows, f"rows for {path}")
+
+
+class _RoomTally:
+    """Cross-file bookkeeping of :func:`validate_tables`: rooms, streamers, splits and rejections."""
+
+    def __init__(self, report: ValidationReport, min_viewers: int):
+        self.report = report
+        self.min_viewers = min_viewers
+        self.room_file: Dict[int, Path] = {}
+        self.streamers: set = set()
+        self.split_rooms: Dict[str, int] = {}
+        self.low_viewer_targets = 0
+        self.single_segment_rooms = 0
+
+    def add_file(self, path: Path, table: pa.Table, live: np.ndarray, streamer: np.ndarray,
+                 split: Optional[np.ndarray]) -> None:
+        """Count one file's rooms; a room already seen in another file is a ``room_split_files`` error."""
+        starts = np.flatnonzero(np.r_[True, live[1:] != live[:-1]])
+        lengths = np.diff(np.r_[starts, len(live)])
+        for row, room in zip(starts, live[starts]):
+            room = int(room)
+            if room in self.room_file and self.room_file[room] != path:
+                self.report.add(
+                    "room_split_files",
+                    1,
+                    [f"{path}: row {row}, field 'live_id': room {room} also has rows in {self.room_file[room]}"],
+                )
+            self.room_file.setdefault(room, path)
+        self.streamers.update(np.unique(streamer).tolist())
+        if split is not None:
+            for name, count in zip(*np.unique(split[starts].astype(str), return_counts=True)):
+                self.split_rooms[name] = self.split_rooms.get(name, 0) + int(count)
+        self.single_segment_rooms += int((lengths == 1).sum())
+        if "n_viewers" in table.column_names:
+            viewers = table.column("n_viewers").to_numpy(zero_copy_only=False)
+            is_target = np.ones(len(live), dtype=bool)
+            is_target[starts] = False  # a room's first segment is never a target (no earlier content)
+            self.low_viewer_targets += int((is_target & (viewers < self.min_viewers)).sum())
+
+    def finish(self) -> None:
+        """Write the totals into the report."""
+        report = self.report
+        report.n_rooms = len(self.room_file)
+        report.n_streamers = len(self.streamers)
+        report.splits = dict(sorted(self.split_rooms.items()))
+        report.rejections = {
+            f"targets_below_{self.min_viewers}_viewers": self.low_viewer_targets,
+            "single_segment_rooms": self.single_segment_rooms,
+        }
 
 
 def validate_tables(
@@ -362,17 +422,23 @@ def validate_tables(
     min_viewers: int = 60,
     label: str = "lvtr",
     display_path: str = "",
+    manifest: Optional[dict] = None,
+    manifest_path: Optional[Path] = None,
 ) -> ValidationReport:
-    """Validate already-read files (``[(path, table)]``); see the module docstring for the checks."""
+    """Validate already-read files (``[(path, table)]``); see the module docstring for the checks.
+
+    ``sizes``: the manifest's feature sizes; without them every file is held to the widths of row 0
+    of the first file. ``manifest`` (with ``manifest_path`` for messages): its recorded counts are checked.
+    """
     report = ValidationReport(path=display_path, n_files=len(tables))
-    report.sizes = sizes or _infer_sizes(tables)
-    room_file: Dict[int, Path] = {}
-    streamers: set = set()
-    split_rooms: Dict[str, int] = {}
-    low_viewer_targets = 0
-    single_segment_rooms = 0
+    inferred, inferred_from = _infer_sizes(tables)
+    report.sizes = sizes or inferred
+    tally = _RoomTally(report, min_viewers)
     for path, table in tables:
-        checker = _FileChecker(report, path, sizes)
+        if sizes is not None:
+            checker = _FileChecker(report, path, sizes)
+        else:
+            checker = _FileChecker(report, path, inferred, inferred_from)
         report.n_rows += table.num_rows
         if not checker.check(table) or table.num_rows == 0:
             continue
@@ -382,34 +448,10 @@ def validate_tables(
         streamer = table.column("streamer_id").to_numpy(zero_copy_only=False)
         split = table.column("split").to_numpy(zero_copy_only=False) if "split" in table.column_names else None
         checker.check_rooms(live, seg, ts, streamer, split)
-        starts = np.flatnonzero(np.r_[True, live[1:] != live[:-1]])
-        lengths = np.diff(np.r_[starts, len(live)])
-        for row, room in zip(starts, live[starts]):
-            room = int(room)
-            if room in room_file and room_file[room] != path:
-                report.add(
-                    "room_split_files",
-                    1,
-                    [f"{path}: row {row}, field 'live_id': room {room} also has rows in {room_file[room]}"],
-                )
-            room_file.setdefault(room, path)
-        streamers.update(np.unique(streamer).tolist())
-        if split is not None:
-            for name, count in zip(*np.unique(split[starts].astype(str), return_counts=True)):
-                split_rooms[name] = split_rooms.get(name, 0) + int(count)
-        single_segment_rooms += int((lengths == 1).sum())
-        if "n_viewers" in table.column_names:
-            viewers = table.column("n_viewers").to_numpy(zero_copy_only=False)
-            is_target = np.ones(len(live), dtype=bool)
-            is_target[starts] = False  # a room's first segment is never a target (no earlier content)
-            low_viewer_targets += int((is_target & (viewers < min_viewers)).sum())
-    report.n_rooms = len(room_file)
-    report.n_streamers = len(streamers)
-    report.splits = dict(sorted(split_rooms.items()))
-    report.rejections = {
-        f"targets_below_{min_viewers}_viewers": low_viewer_targets,
-        "single_segment_rooms": single_segment_rooms,
-    }
+        tally.add_file(path, table, live, streamer, split)
+    tally.finish()
+    if manifest is not None:
+        _check_manifest_counts(report, tables, manifest, manifest_path or Path(display_path) / MANIFEST_NAME)
     if report.n_rows == 0 and not report.errors:
         report.add("empty", 1, [f"{display_path}: the table has no rows"])
     return report
@@ -417,16 +459,18 @@ def validate_tables(
 
 def validate_path(path, min_viewers: int = 60, label: str = "lvtr") -> ValidationReport:
     """Validate the segment table at ``path`` (directory with manifest, directory, or one file)."""
-    tables, sizes = read_table(path)
-    report = validate_tables(tables, sizes, min_viewers=min_viewers, label=label, display_path=str(path))
+    tables, sizes, manifest = _read_with_manifest(path)
+    report = validate_tables(tables, sizes, min_viewers=min_viewers, label=label, display_path=str(path),
+                             manifest=manifest, manifest_path=Path(path) / MANIFEST_NAME)
     logger.info("validated %s: %s", path, "ok" if report.ok else f"{len(report.errors)} kind(s) of problem")
     return report
 
 
 def load_segments(path, min_viewers: int = 60) -> Tuple[pa.Table, FeatureSizes, ValidationReport]:
     """Read and validate a segment table; raise :class:`DataError` with the full report if it is unusable."""
-    tables, sizes = read_table(path)
-    report = validate_tables(tables, sizes, min_viewers=min_viewers, display_path=str(path))
+    tables, sizes, manifest = _read_with_manifest(path)
+    report = validate_tables(tables, sizes, min_viewers=min_viewers, display_path=str(path),
+                             manifest=manifest, manifest_path=Path(path) / MANIFEST_NAME)
     if not report.ok:
         raise DataError(report.format())
     table = pa.concat_tables([t for _, t in tables], promote_options="permissive") if len(tables) > 1 else tables[0][1]

@@ -56,9 +56,13 @@ Output
 :func:`read_klive` returns ``(table, FeatureSizes)`` in the segment-table contract of
 :mod:`kuaihl_rec.data.schema`: ``streamer_id, live_id, segment, timestamp, lvtr, visual,
 text, split``. Rooms are rebuilt by sorting on (live_id, timestamp); ``segment`` is
-``(timestamp - first_timestamp_of_room) // 30``, so missing segments stay visible as gaps
-(for the validator to report). ``visual`` is one token of the image width
-(``visual_tokens = 1``). The checks that raise ``DataError``: a live_id absent from
+``(timestamp - first_timestamp_of_room) // 30``, so missing segments stay visible as gaps:
+the reader logs a warning naming the shard and line of the first gap, and the segment-table
+validator refuses the converted table (``segment_gap``, naming file, row and field) -- the
+reader never renumbers rows over a gap, which would silently make a "next" segment minutes
+later. ``visual`` is one token of the image width
+(``visual_tokens = 1``). The checks that raise ``DataError``: an ``lvtr`` outside [0, 1]
+(a rate; the first such line in reading order is named), a live_id absent from
 ``live_id2aid.txt`` (unless ``unknown_streamer="own_id"``, which maps it to streamer
 ``-live_id`` with a logged warning), a room in more than one split, a duplicate
 (live_id, timestamp), timestamps of a room that are not multiples of 30 s apart, and
@@ -110,8 +114,10 @@ from kuaihl_rec.data.klive.mapping import read_live_id2aid
 from kuaihl_rec.data.klive.release import discover_release, read_release_rows
 from kuaihl_rec.data.klive.rooms import (
     UNKNOWN_STREAMER_MODES,
+    check_lvtr_range,
     check_one_split_per_room,
     check_unique_timestamps,
+    log_segment_gaps,
     map_streamers,
     segment_indices,
     sort_rows,
@@ -176,10 +182,12 @@ def read_klive(
     release = discover_release(root, splits)
     shard_rows = read_release_rows(release, progress)
     rows = sort_rows(shard_rows)
+    check_lvtr_range(rows)
     check_one_split_per_room(rows, splits)
     streamer = map_streamers(rows, release, unknown_streamer)
     check_unique_timestamps(rows)
     segment = segment_indices(rows)
+    log_segment_gaps(rows, segment)
     sizes = feature_sizes(shard_rows)
     image, text = take_sorted_vectors(shard_rows, rows.order)
     table = assemble_table(rows, streamer, segment, image, text, splits, max_list_values=_MAX_LIST_VALUES)

@@ -1,10 +1,17 @@
 """Rebuilding the rooms of a KLive release and checking them.
 
 :func:`sort_rows` puts the rows of all shards in (live_id, timestamp) order, so that each
-room (live_id) is a run of rows. The checks then raise DataError for a room in more than one
-split, a duplicate (live_id, timestamp) and timestamps off the room's 30 s grid;
-:func:`map_streamers` gives each row its streamer and :func:`segment_indices` its segment.
-Every message names the shard and line of the rows involved.
+room (live_id) is a run of rows. The checks then raise DataError for an LVTR outside [0, 1],
+a room in more than one split, a duplicate (live_id, timestamp) and timestamps off the room's
+30 s grid; :func:`map_streamers` gives each row its streamer and :func:`segment_indices` its
+segment. Every message names the shard and line of the rows involved.
+
+Gaps: two rows of a room more than 30 s apart (on the grid, e.g. 90 s) mean the release lacks
+the segments between them. The reader neither refuses the release nor renumbers the rows to hide
+the gap: ``segment`` stays ``(timestamp - first) // 30``, so the missing numbers are visible, each
+gap is logged (a warning naming the shard and line of the first), and the segment-table
+validator refuses the table (``segment_gap``) until the gap is dealt with. Renumbering would make
+a segment minutes later than the model's "next 30 s" without any trace of it.
 """
 
 from __future__ import annotations
@@ -71,6 +78,43 @@ def sort_rows(shard_rows: ShardRows) -> SortedRows:
         room_start=room_start, room_starts=np.flatnonzero(room_start), room_of_row=np.cumsum(room_start) - 1,
         files=shard_rows.files,
     )
+
+
+def first_in_reading_order(rows: SortedRows, candidates: np.ndarray) -> int:
+    """The sorted row among ``candidates`` that comes first in the shards (by file, then line)."""
+    return int(candidates[np.lexsort((rows.line_number[candidates], rows.file_index[candidates]))[0]])
+
+
+def check_lvtr_range(rows: SortedRows) -> None:
+    """Raise DataError (naming the first such line in reading order) if an LVTR is outside [0, 1].
+
+    LVTR is a rate (long views / views): a value outside [0, 1] is a broken row, never a label.
+    """
+    with np.errstate(invalid="ignore"):
+        outside = np.flatnonzero((rows.lvtr < 0.0) | (rows.lvtr > 1.0))
+    if not outside.size:
+        return
+    row = first_in_reading_order(rows, outside)
+    raise data_error(rows.files[int(rows.file_index[row])], int(rows.line_number[row]), "lvtr",
+                     f"{float(rows.lvtr[row])!r} (live_id {int(rows.live_id[row])}, timestamp "
+                     f"{int(rows.timestamp[row])})",
+                     f"a rate in [0, 1] ({outside.size} row(s) outside it)")
+
+
+def log_segment_gaps(rows: SortedRows, segment: np.ndarray) -> int:
+    """Log a warning for the gaps in the rooms' segment numbers (missing 30 s segments); returns their count.
+
+    The gaps are kept in ``segment`` (see the module docstring), for the validator to refuse.
+    """
+    gap = np.flatnonzero(~rows.room_start[1:] & (segment[1:] - segment[:-1] > 1)) + 1
+    if gap.size:
+        row = int(gap[0])
+        logger.warning(
+            "%s, field 'timestamp': live_id %d jumps from timestamp %d to %d (%d segment(s) missing); "
+            "%d gap(s) in %d room(s) are kept as gaps in 'segment' (validation refuses them as segment_gap)",
+            rows.where(row), int(rows.live_id[row]), int(rows.timestamp[row - 1]), int(rows.timestamp[row]),
+            int(segment[row] - segment[row - 1] - 1), gap.size, np.unique(rows.room_of_row[gap]).size)
+    return int(gap.size)
 
 
 def check_one_split_per_room(rows: SortedRows, splits: Sequence[str]) -> None:
