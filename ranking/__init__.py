@@ -6,6 +6,8 @@ Scores and formulas
                               imports the trainer)
 - :mod:`ranking.scores`       score tables, run directories, callables, truth terms; explicit
                               missing-score fills; :func:`load_scores`
+- :mod:`ranking.score_cache`  keys of cached run-directory scores (run, world, split): a cache is
+                              reused only for the run it was scored from
 - :mod:`ranking.observable`   built-in observable terms and the causality check
 - :mod:`ranking.blend`        per-term calibration (Platt, isotonic, z-score, rank) and formulas
                               (weighted sum, product of powers)

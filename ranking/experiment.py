@@ -287,8 +287,9 @@ def run_ab(world_dir: Union[str, Path], out_dir: Union[str, Path],
     design; all of them in every arm in the paired design). ``score_run``: scores the terms that are
     ``kuaihl train`` run directories (:class:`ranking.score_source.RunScorer`, e.g.
     ``functools.partial(kuaihl_rec.train.evaluate.evaluate_run, progress=False)``); without it such a
-    term is an error (unless its predictions are already cached in ``OUT/scores``). Returns the
-    ``ab.json`` content.
+    term is an error (unless this run's predictions on this world are already cached in ``OUT/scores``: each
+    cached file carries the key of the run, world and split it was scored from, :mod:`ranking.score_cache`).
+    Returns the ``ab.json`` content.
     """
     t_start = time.perf_counter()
     timings: Dict[str, float] = {}

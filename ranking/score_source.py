@@ -18,8 +18,8 @@ from typing import Optional, Protocol, Tuple
 import numpy as np
 import pandas as pd
 
-__all__ = ["CalibrationPairs", "OBSERVABLE_COLUMNS", "LeakageError", "RunScorer", "ScoreContext", "ScoreSource",
-           "score_keys"]
+__all__ = ["CalibrationPairs", "OBSERVABLE_COLUMNS", "LeakageError", "PairIndex", "RunScorer", "ScoreContext",
+           "ScoreSource"]
 
 #: Observable columns of the segment table a production system has after a segment ends.
 OBSERVABLE_COLUMNS: Tuple[str, ...] = (
@@ -75,9 +75,59 @@ class ScoreContext:
     score_run: Optional[RunScorer] = None
 
 
-def score_keys(live_id, segment) -> np.ndarray:
-    """One int64 key per (live_id, segment) pair, ordered like the pairs."""
-    return np.asarray(live_id, dtype=np.int64) * np.int64(1 << 20) + np.asarray(segment, dtype=np.int64)
+def _dense_codes(values: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """The rank of each ``query`` value among the sorted unique ``values`` (-1 where it is not one of them)."""
+    if len(values) == 0:
+        return np.full(len(query), -1, dtype=np.int64)
+    pos = np.minimum(np.searchsorted(values, query), len(values) - 1)
+    return np.where(values[pos] == query, pos, -1).astype(np.int64)
+
+
+class PairIndex:
+    """Exact lookup of ``(live_id, segment)`` pairs in a table of pairs, for any int64 ids.
+
+    A pair is coded as ``rank(live_id) * n_segments + rank(segment)``, the ranks taken among the
+    table's own distinct values: codes sort like the pairs, never collide and never overflow
+    (they stay below ``n_rows ** 2``), whatever the ids are (ids 2^58 apart, ids near 2^63).
+
+    >>> index = PairIndex([2**62, 2**62, 7], [3, 4, 3])
+    >>> index.positions([7, 2**62, 2**62 + 2**58, 7], [3, 4, 4, 9]).tolist()
+    [2, 1, -1, -1]
+    """
+
+    def __init__(self, live_id, segment) -> None:
+        live = np.asarray(live_id, dtype=np.int64)
+        seg = np.asarray(segment, dtype=np.int64)
+        if live.shape != seg.shape:
+            raise ValueError(f"live_id and segment differ in shape: {live.shape} vs {seg.shape}")
+        self._live_values = np.unique(live)
+        self._seg_values = np.unique(seg)
+        codes = self.codes(live, seg)
+        self._order = np.argsort(codes, kind="stable")
+        self._sorted_codes = codes[self._order]
+
+    def __len__(self) -> int:
+        return len(self._sorted_codes)
+
+    def codes(self, live_id, segment) -> np.ndarray:
+        """One int64 code per pair, ordered like the pairs; -1 for a pair that cannot be in the table."""
+        live = _dense_codes(self._live_values, np.asarray(live_id, dtype=np.int64))
+        seg = _dense_codes(self._seg_values, np.asarray(segment, dtype=np.int64))
+        n_seg = np.int64(len(self._seg_values))
+        return np.where((live >= 0) & (seg >= 0), live * n_seg + seg, -1)
+
+    def has_duplicates(self) -> bool:
+        """Whether some pair occurs more than once in the table."""
+        return bool(len(self) and np.any(np.diff(self._sorted_codes) == 0))
+
+    def positions(self, live_id, segment) -> np.ndarray:
+        """The table row of each queried pair (its first row in table order when it repeats), -1 if absent."""
+        want = self.codes(live_id, segment)
+        if len(self) == 0:
+            return np.full(len(want), -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self._sorted_codes, want), len(self) - 1)
+        hit = (want >= 0) & (self._sorted_codes[pos] == want)
+        return np.where(hit, self._order[pos], -1).astype(np.int64)
 
 
 class ScoreSource:

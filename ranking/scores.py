@@ -53,14 +53,15 @@ from ranking.observable import (
     prev_lvtr,
     prev_viewers,
 )
+from ranking.score_cache import cache_key, key_path, read_key, write_key
 from ranking.score_source import (
     OBSERVABLE_COLUMNS,
     CalibrationPairs,
     LeakageError,
+    PairIndex,
     RunScorer,
     ScoreContext,
     ScoreSource,
-    score_keys,
 )
 
 logger = logging.getLogger(__name__)
@@ -137,11 +138,8 @@ class ScoreTable(ScoreSource):
                 "keyed by the input segment leaks the segment on air. Shift it by +1, or pass "
                 "allow_first_segment=True if these are deliberate priors."
             )
-        keys = score_keys(self.live_id, self.segment)
-        order = np.argsort(keys, kind="stable")
-        self._sorted_keys = keys[order]
-        self._sorted_score = self.score[order]
-        if len(keys) and np.any(np.diff(self._sorted_keys) == 0):
+        self._index = PairIndex(self.live_id, self.segment)
+        if self._index.has_duplicates():
             raise ValueError(f"score table {name!r}: (live_id, segment) pairs are not unique")
         if val is None or isinstance(val, ScoreTable):
             self.val = val
@@ -163,13 +161,11 @@ class ScoreTable(ScoreSource):
         return cls(pq.read_table(path), val=val, **kwargs)
 
     def lookup(self, live_id, segment) -> np.ndarray:
-        keys = score_keys(live_id, segment)
-        if len(self._sorted_keys) == 0:
-            return np.full(len(keys), np.nan)
-        pos = np.searchsorted(self._sorted_keys, keys)
-        pos_clipped = np.minimum(pos, len(self._sorted_keys) - 1)
-        hit = self._sorted_keys[pos_clipped] == keys
-        return np.where(hit, self._sorted_score[pos_clipped], np.nan)
+        """The score of each ``(live_id, segment)`` pair (NaN for a pair the table does not have)."""
+        pos = self._index.positions(live_id, segment)
+        if len(self.score) == 0:
+            return np.full(len(pos), np.nan)
+        return np.where(pos >= 0, self.score[np.maximum(pos, 0)], np.nan)
 
     def values(self, ctx: ScoreContext) -> np.ndarray:
         return self.lookup(ctx.live_id, ctx.segment)
@@ -214,30 +210,57 @@ class RunDirScores(ScoreSource):
     ``ranking`` does not evaluate models: the context's ``score_run`` function
     (:class:`ranking.score_source.RunScorer`; the application layer passes
     ``kuaihl_rec.train.evaluate.evaluate_run``) writes the predictions Parquet files to
-    ``ctx.cache_dir`` (``<name>_<split>.parquet``; the run directory when there is none), and files
-    that already exist there are reused without it.
+    ``ctx.cache_dir`` (``<name>_<split>.parquet``; the run directory when there is none). Each file
+    has its key beside it (``<name>_<split>.key.json``, :mod:`ranking.score_cache`: the run's
+    ``config.json`` and ``model.pt``, the world and the split); a file is reused without scoring
+    only when its key is this run's on this world and split, so another run under the same term
+    name, a retrained model or a regenerated world is scored afresh.
     """
 
     def __init__(self, run_dir: Union[str, Path], name: str = "run", label: Optional[str] = None) -> None:
         self.run_dir = Path(run_dir)
         self.name = name
         self.label = label
-        self._tables: Dict[str, ScoreTable] = {}
+        self._tables: Dict[Tuple[str, str], ScoreTable] = {}
         if not (self.run_dir / "model.pt").exists():
             raise FileNotFoundError(f"{self.run_dir}: not a finished `kuaihl train` run (no model.pt)")
 
     def _table(self, ctx: ScoreContext, split: str) -> ScoreTable:
-        if split in self._tables:
-            return self._tables[split]
         if ctx.world_dir is None:
             raise ValueError(f"term {self.name!r}: a run directory needs the world directory to score it on")
+        key = cache_key(self.run_dir, Path(ctx.world_dir), split)
+        if (split, key["key"]) in self._tables:
+            return self._tables[(split, key["key"])]
         cache = Path(ctx.cache_dir) if ctx.cache_dir else self.run_dir
         path = cache / f"{self.name}_{split}.parquet"
-        if not path.exists():
+        if not self._cache_is_usable(ctx, path, key["key"]):
             self._score(ctx, split, path)
+            write_key(path, key)
         table = ScoreTable.read(path, name=self.name, description=f"{self.run_dir} on {split} ({path})")
-        self._tables[split] = table
+        self._tables[(split, key["key"])] = table
         return table
+
+    def _cache_is_usable(self, ctx: ScoreContext, path: Path, key: str) -> bool:
+        """Whether the cached ``path`` holds this run's scores (stale or unkeyed files are scored again)."""
+        if not path.exists():
+            return False
+        stored = read_key(path)
+        if stored == key:
+            return True
+        if ctx.score_run is not None:
+            logger.info("term %r: %s was scored from %s; scoring %s again", self.name, path,
+                        "another run, model, world or split" if stored else "an unknown run (no key file)",
+                        self.run_dir)
+            return False
+        if stored is None:
+            logger.warning("term %r: %s has no key file (written by an older version?), so nothing says it holds "
+                           "the scores of %s; using it because no scoring function was given", self.name, path,
+                           self.run_dir)
+            return True
+        raise ValueError(
+            f"term {self.name!r}: the cached predictions {path} were scored from another run, model, world or split "
+            f"than {self.run_dir} on {ctx.world_dir}, and no scoring function was given to score it again: pass "
+            "score_run=... (e.g. kuaihl_rec.train.evaluate.evaluate_run) or remove the file")
 
     def _score(self, ctx: ScoreContext, split: str, path: Path) -> None:
         if ctx.score_run is None:
@@ -246,6 +269,8 @@ class RunDirScores(ScoreSource):
                 "score_run=... to run_ab (or the ScoreContext), e.g. kuaihl_rec.train.evaluate.evaluate_run")
         logger.info("scoring %s on %s split %s -> %s", self.run_dir, ctx.world_dir, split, path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        key_path(path).unlink(missing_ok=True)  # a failed scoring must not leave a stale file with a valid key
+        path.unlink(missing_ok=True)
         ctx.score_run(self.run_dir, Path(ctx.world_dir), split, predictions_out=path)
         if not path.exists():
             raise FileNotFoundError(f"term {self.name!r}: score_run wrote no predictions to {path}")

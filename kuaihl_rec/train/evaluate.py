@@ -6,8 +6,12 @@ windows the split in eval mode with the run's window settings and *the run's tra
 once (MODEL_SPEC section 1), and writes::
 
     {"model", "n_segments", "tau", "tau@0.2", "tau@0.4", "tau@0.6", "spearman", "auc", "logloss",
-     "mean_pred_over_true", "per_room_tau", ..., "reference": {"previous_segment_label": {...},
-     "last_complete_label": {...}}}
+     "mean_pred_over_true", "per_room_tau", ..., "unknown_streamer_share",
+     "reference": {"previous_segment_label": {...}, "last_complete_label": {...}}}
+
+``unknown_streamer_share`` is the share of scored segments whose streamer is not in the run's
+vocabulary; it is logged as a warning when above 0, loudly when it is 100 % (other data than the
+run was trained on).
 
 ``reference`` holds the two trivial predictors (:func:`reference_scores`):
 ``previous_segment_label`` (the label of the segment the model sees last, used as the score for
@@ -20,6 +24,7 @@ segment, label, score) so every metric can be recomputed independently.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -70,8 +75,6 @@ def load_trained_model(run_dir: Path):
 def eval_split(run_dir: Path, data_dir: Path, split: str = "test") -> WindowedSplit:
     """The eval-mode windows of ``split`` with the run's window config and vocabularies."""
     run_dir = Path(run_dir)
-    import json
-
     saved = json.loads((run_dir / "config.json").read_text())
     wcfg = WindowConfig.from_dict(saved["window"])
     table, sizes, _ = load_segments(data_dir, min_viewers=wcfg.min_viewers)
@@ -90,6 +93,42 @@ def eval_split(run_dir: Path, data_dir: Path, split: str = "test") -> WindowedSp
     return WindowedSplit(arr, index, wcfg, IdVocab(vocab["streamer"]), IdVocab(vocab["live"]), "eval")
 
 
+def _ranks(values: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """The rank of each ``query`` value among the sorted unique ``values`` (-1 where it is not one)."""
+    if len(values) == 0:
+        return np.full(len(query), -1, dtype=np.int64)
+    pos = np.minimum(np.searchsorted(values, query), len(values) - 1)
+    return np.where(values[pos] == query, pos, -1).astype(np.int64)
+
+
+def pair_positions(live_id: np.ndarray, segment: np.ndarray, want_live: np.ndarray,
+                   want_segment: np.ndarray) -> np.ndarray:
+    """For each wanted ``(live_id, segment)`` pair, its first row in the table ``(live_id, segment)``, else -1.
+
+    Exact for any int64 ids: a pair is coded by the ranks of its two values among the table's
+    distinct values (``rank(live) * n_segments + rank(segment)`` < ``n_rows ** 2``), so no two pairs
+    share a code and nothing overflows, unlike ``live_id * C + segment``.
+
+    >>> pair_positions(np.array([2**62, 7]), np.array([3, 3]), np.array([2**62 + 2**58, 2**62]),
+    ...                np.array([3, 3])).tolist()
+    [-1, 0]
+    """
+    live = np.asarray(live_id, dtype=np.int64)
+    seg = np.asarray(segment, dtype=np.int64)
+    live_values, seg_values = np.unique(live), np.unique(seg)
+    n_seg = np.int64(len(seg_values))
+    codes = _ranks(live_values, live) * n_seg + _ranks(seg_values, seg)
+    want_l = _ranks(live_values, np.asarray(want_live, dtype=np.int64))
+    want_s = _ranks(seg_values, np.asarray(want_segment, dtype=np.int64))
+    want = np.where((want_l >= 0) & (want_s >= 0), want_l * n_seg + want_s, -1)
+    if len(codes) == 0:
+        return np.full(len(want), -1, dtype=np.int64)
+    order = np.argsort(codes, kind="stable")
+    pos = np.minimum(np.searchsorted(codes, want, sorter=order), len(codes) - 1)
+    hit = (want >= 0) & (codes[order[pos]] == want)
+    return np.where(hit, order[pos], -1).astype(np.int64)
+
+
 def lagged_label_scores(
     live_id: np.ndarray,
     segment: np.ndarray,
@@ -104,12 +143,9 @@ def lagged_label_scores(
     segment u - lag (its first ``lag`` segments) get the mean of the other targets' scores, a
     constant that carries no information (all tied). Returns float64 ``[len(target_live)]``.
     """
-    key = live_id.astype(np.int64) * 1_000_000 + segment.astype(np.int64)
-    order = np.argsort(key, kind="stable")
-    want = target_live.astype(np.int64) * 1_000_000 + target_segment.astype(np.int64) - lag
-    pos = np.clip(np.searchsorted(key, want, sorter=order), 0, len(key) - 1)
-    found = key[order[pos]] == want
-    scores = np.where(found, label[order[pos]], np.nan).astype(np.float64)
+    row = pair_positions(live_id, segment, target_live, np.asarray(target_segment, dtype=np.int64) - lag)
+    found = row >= 0
+    scores = np.where(found, np.asarray(label)[np.maximum(row, 0)], np.nan).astype(np.float64)
     if not found.all():
         scores[~found] = float(np.nanmean(scores)) if found.any() else 0.5
     return scores
@@ -137,6 +173,27 @@ def reference_scores(
     return out
 
 
+def unknown_streamer_share(vocab: IdVocab, streamer_id: np.ndarray, where: str) -> float:
+    """The share of scored segments whose streamer is not in the run's vocabulary (logged when > 0; a
+    warning when it is every segment).
+
+    Such segments reach the model through the "unknown" embedding row only (cold-start streamers):
+    a few are expected on a test split; all of them means the data is not the world the run was
+    trained on (or its ids were remapped), and the scores carry no streamer information.
+    """
+    if len(streamer_id) == 0:
+        return 0.0
+    share = float(np.mean(vocab.lookup(np.asarray(streamer_id, dtype=np.int64)) == 0))
+    if share >= 1.0:
+        logger.warning(
+            "%s: EVERY scored segment's streamer is unknown to the run's vocabulary (100%%): is this data from "
+            "the world the run was trained on? The streamer embedding contributes nothing to these scores.", where)
+    elif share > 0:  # cold-start streamers: expected on a test split, so information, not a warning
+        logger.info("%s: %.1f%% of scored segments have a streamer unknown to the run's vocabulary "
+                       "(scored through the unknown row)", where, 100 * share)
+    return share
+
+
 def evaluate_run(
     run_dir: Path,
     data_dir: Path,
@@ -145,9 +202,16 @@ def evaluate_run(
     predictions_out: Optional[Path] = None,
     progress: bool = True,
 ) -> Dict[str, Any]:
+    """Score ``run_dir``'s model once per target segment of ``split`` of ``data_dir``; the metrics dict.
+
+    ``unknown_streamer_share`` in the result: the share of scored segments whose streamer the run's
+    vocabulary does not know (warned about; see :func:`unknown_streamer_share`). ``json_out`` /
+    ``predictions_out``: where to write the metrics JSON / the per-segment predictions Parquet file.
+    """
     model, saved = load_trained_model(run_dir)
     windows = eval_split(run_dir, data_dir, split)
     scored = score_split(plain_scorer(model), windows, batch_size=256, device=torch.device("cpu"), progress=progress)
+    unknown = unknown_streamer_share(windows.streamer_vocab, scored["streamer_id"], f"{data_dir} split {split!r}")
     metrics = evaluate_segments(scored["label"], scored["score"], room_ids=scored["live_id"])
     a = windows.arr
     refs = reference_scores(
@@ -162,6 +226,7 @@ def evaluate_run(
         "data": str(data_dir),
         "split": split,
         **metrics,
+        "unknown_streamer_share": unknown,
         "reference": reference,
     }
     if json_out:
