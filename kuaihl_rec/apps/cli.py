@@ -9,6 +9,10 @@
     kuaihl export   RUN --out DIR                   torch.export (+ AOTInductor) programs of the inference path
 
 Heavy libraries are imported inside the commands so ``kuaihl --help`` stays fast.
+
+Exit status: 0 done; 1 the data (or a run's saved state) cannot be used; 2 a usage error (a bad flag,
+``--set`` key or value, name, preset, or a missing input). Errors are one line
+``kuaihl COMMAND: what was wrong``; ``-v`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -16,9 +20,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from typing import List, Optional
 
+import kuaihl_rec
 from kuaihl_rec.apps.commands import (  # noqa: F401  (_parse_overrides is part of the CLI's tested surface)
+    UsageError,
     _parse_overrides,
     cmd_ab,
     cmd_compare,
@@ -97,6 +104,9 @@ def _add_model_commands(sub) -> None:
         help="override a config key, e.g. --set epochs=2 --set data.stride=8 --set model.d=32 --set optim.lr=3e-4",
     )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a run already in --out (its files are moved aside, not lost)"
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="score a trained run on a split; tau-b, thresholds, AUC, log loss")
@@ -183,6 +193,29 @@ def _add_demo_command(sub) -> None:
     p.set_defaults(func=cmd_demo)
 
 
+def package_version() -> str:
+    """The installed ``kuaihl-rec`` version, else (a source checkout) ``kuaihl_rec.__version__``."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("kuaihl-rec")
+    except metadata.PackageNotFoundError:
+        return kuaihl_rec.__version__
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the version is looked up only when asked for (importlib.metadata is not free)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        """A flag without a value, like argparse's own ``version`` action."""
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        """Print ``kuaihl VERSION`` and exit 0."""
+        print(f"kuaihl {package_version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``kuaihl`` parser: global flags, then one sub-command per ``cmd_*`` function."""
     parser = argparse.ArgumentParser(
@@ -190,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--version", action=_VersionAction, help="print the package version and exit")
     # the same two flags are accepted after the command too (kuaihl train ... -q)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
@@ -206,31 +240,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def exit_status(exc: BaseException) -> Optional[int]:
+    """2 for a usage error, 1 for data that cannot be used, None for anything else (a bug: its
+    traceback is shown)."""
+    # lazy: the error classes are imported only when a command fails (kuaihl --help must not load pyarrow)
+    from kuaihl_rec.data.io import DataError
+    from kuaihl_rec.data.world_config import WorldConfigError
+
+    if isinstance(exc, (UsageError, WorldConfigError, FileNotFoundError)):
+        return 2  # a bad name, key, value or preset, a missing input file, a run without its files
+    if isinstance(exc, (DataError, ValueError, OSError)):
+        return 1  # an unusable table or saved state (DataError, ServingInputError, NotServable), a write that failed
+    return None
+
+
+def error_line(exc: BaseException) -> str:
+    """The one line that says what was wrong (an OSError names its path)."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run one ``kuaihl`` command; returns its exit status (argparse exits 2 itself for a bad flag)."""
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
-    # lazy: each command imports only what it runs (kuaihl --help must not load torch)
-    from kuaihl_rec.data.io import DataError
-
     try:
         return int(args.func(args) or 0)
-    except DataError as exc:
-        print(f"kuaihl {args.command}: {exc}", file=sys.stderr)
-        return 1
-    except (FileNotFoundError, FileExistsError) as exc:
-        print(f"kuaihl {args.command}: {exc}", file=sys.stderr)
-        return 1
-    except ValueError as exc:  # ServingInputError, NotServable, a bad saved state: one line unless -v
-        # lazy: each command imports only what it runs (kuaihl --help must not load torch)
-        from kuaihl_rec.serving.inference import NotServable
-        from kuaihl_rec.serving.inputs import ServingInputError
-
-        if args.verbose or not (
-            isinstance(exc, (ServingInputError, NotServable)) or args.command in ("replay", "export")
-        ):
+    except Exception as exc:  # noqa: BLE001  (classified below; a bug is re-raised with its traceback)
+        status = exit_status(exc)
+        if status is None:
             raise
-        print(f"kuaihl {args.command}: {exc}", file=sys.stderr)
-        return 1
+        if args.verbose:
+            traceback.print_exc()
+        print(f"kuaihl {args.command}: {error_line(exc)}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

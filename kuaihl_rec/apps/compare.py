@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -89,7 +90,8 @@ def _train_and_eval(
                 "test": json.loads((run_dir / "test.json").read_text()),
             }
     t0 = time.perf_counter()
-    summary = train(data_dir, run_dir, cfg, progress=progress)
+    # a cached run directory is retrained when its config changed or it is unfinished: replace it explicitly
+    summary = train(data_dir, run_dir, cfg, progress=progress, overwrite=(run_dir / "config.json").exists())
     test = evaluate_run(
         run_dir,
         data_dir,
@@ -99,11 +101,11 @@ def _train_and_eval(
         progress=False,
     )
     logger.info(
-        "%s lr=%g seed=%d: val tau %.4f, test tau %.4f (%.0f s)",
+        "%s lr=%g seed=%d: val tau %s, test tau %.4f (%.0f s)",
         entry.name,
         lr,
         seed,
-        summary["best_val_tau"],
+        "n/a" if summary["best_val_tau"] is None else f"{summary['best_val_tau']:.4f}",
         test["tau"],
         time.perf_counter() - t0,
     )
@@ -191,6 +193,12 @@ class _Runner:
             self.pool.shutdown()
 
 
+def _val_tau(result: Dict[str, Any]) -> float:
+    """A run's best validation tau-b for the lr search; -inf when it had none (no val rooms, undefined)."""
+    value = result["summary"]["best_val_tau"]
+    return -math.inf if value is None else float(value)
+
+
 def run_world(
     data_dir: Path, out_dir: Path, entries: Sequence[Entry], budget: CompareBudget, progress: bool = True, jobs: int = 1
 ) -> Dict[str, Any]:
@@ -222,7 +230,7 @@ def run_world(
         search_out = runner.map(search_tasks, lambda: bar.update(1))
         search = {(t[2].name, t[3]): r for t, r in zip(search_tasks, search_out)}
         best = {
-            e.name: max(budget.lr_grid, key=lambda lr: search[(e.name, lr)]["summary"]["best_val_tau"]) for e in trained
+            e.name: max(budget.lr_grid, key=lambda lr: _val_tau(search[(e.name, lr)])) for e in trained
         }
         seed_tasks = [
             (data_dir, run_path(e, best[e.name], seed), e, best[e.name], seed, budget)

@@ -19,6 +19,7 @@ config (:meth:`TrainConfig.from_dict`), also from runs written before the tree (
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from kuaihl_rec import config as configs
@@ -76,6 +77,16 @@ class TrainConfig:
             raise ValueError(f"amp must be 'auto', 'bf16' or 'off', got {self.amp!r}")
         if self.batch_size < 1 or self.epochs < 1:
             raise ValueError("batch_size and epochs must be >= 1")
+
+    def lr_factor(self, step: int, total: int) -> float:
+        """The learning-rate multiplier at ``step`` of ``total``: linear warm-up over ``warmup_steps``, then
+        constant or cosine decay to 0 at ``total``."""
+        if step < self.warmup_steps:
+            return (step + 1) / max(self.warmup_steps, 1)
+        if self.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - self.warmup_steps) / max(total - self.warmup_steps, 1))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     @property
     def overrides(self) -> Dict[str, Any]:

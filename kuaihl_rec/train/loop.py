@@ -3,15 +3,21 @@
 Per rank, :class:`Trainer` runs named stages::
 
     setup       the process group (gloo on CPU, nccl on CUDA; a private 1-rank group when not
-                launched by torchrun), the run directory and its config check, the data (train
-                windows in train mode, val in eval mode), the model from the registry -> fused
-                row-wise Adagrad in its tables -> plan -> DMP, the dense optimizer, the pipeline
-    resume      (``resume=True``) the newest complete checkpoint: weights, optimizer state, RNG
-                states and the position in the epoch
+                launched by torchrun), the run directory (a fresh run refuses one holding another
+                run unless ``overwrite``; a resume checks the saved config and data fingerprint),
+                the data (train windows in train mode, val in eval mode), the model from the
+                registry -> fused row-wise Adagrad in its tables -> plan -> DMP, the dense optimizer
+    resume      (``resume=True``) the newest checkpoint that passes verification (SHA-256 manifest,
+                run identity; damaged ones are moved aside with a warning): weights, optimizer
+                state, RNG states and the position in the epoch
     run_epoch   TrainPipelineSparseDist over this rank's slice of every global batch of the epoch
     end_epoch   validation tau-b (all ranks score their shard, results are all-gathered), early
-                stopping, checkpoint (DCP, atomic), metrics.jsonl
-    finish      model.pt from the best checkpoint, the loss curve, summary.json
+                stopping, checkpoint (DCP, atomic, with a manifest), metrics.jsonl
+    finish      model.pt from the best checkpoint once it verifies, the loss curve, summary.json
+
+Validation: ``summary["validation"]`` is "tau_b", "none" (no validation rooms: no early stopping,
+``best_val_tau`` None, model.pt from the last checkpoint) or "undefined" (tau-b never defined,
+e.g. constant labels: the same, with a warning every epoch).
 
 Data order is a function of (seed, epoch), so a resumed run replays exactly the batches the
 uninterrupted run would have seen.
@@ -40,38 +46,23 @@ from tqdm.auto import tqdm
 from kuaihl_rec.data.batch import BatchSpec, LiveBatch
 from kuaihl_rec.data.io import DataError, atomic_write_json
 from kuaihl_rec.data.validate import load_segments
-from kuaihl_rec.data.windows import (
-    SegmentArrays,
-    WindowConfig,
-    WindowedSplit,
-    window_splits,
-)
+from kuaihl_rec.data.windows import SegmentArrays, WindowConfig, WindowedSplit, window_splits
 from kuaihl_rec.losses import ContentLoss
 from kuaihl_rec.metrics import evaluate_segments
 from kuaihl_rec.model import create_model
 from kuaihl_rec.model.registry import model_info
 from kuaihl_rec.train.checkpoint import (
-    best_checkpoint,
-    convert_to_single_file,
-    latest_checkpoint,
-    load_checkpoint,
-    mark_best,
-    save_checkpoint,
+    choose_resume_checkpoint, convert_to_single_file, load_checkpoint, mark_best, save_checkpoint,
+    set_pointers, verified_best_checkpoint,
 )
 from kuaihl_rec.train.config import TrainConfig
-from kuaihl_rec.train.records import plot_losses, truncate_jsonl, versions
-from kuaihl_rec.train.scoring import (
-    PlainPipeline,
-    pipeline_scorer,
-    plain_scorer,
-    score_split,
+from kuaihl_rec.train.records import (
+    check_run_dir_free, check_saved_config, check_saved_data, data_fingerprint, finite_or_none, move_run_aside,
+    plot_losses, run_identity, truncate_jsonl, versions,
 )
+from kuaihl_rec.train.scoring import PlainPipeline, pipeline_scorer, plain_scorer, score_split
 from kuaihl_rec.train.sharding import (
-    build_optimizer,
-    dense_param_groups,
-    embedding_modules,
-    fuse_table_optimizer,
-    wrap_model,
+    build_optimizer, dense_param_groups, embedding_modules, fuse_table_optimizer, wrap_model,
 )
 from kuaihl_rec.train.wrapper import TrainWrapper
 
@@ -136,7 +127,8 @@ def load_run_data(data_dir: Path, cfg: TrainConfig) -> RunData:
             f"{data_dir}: no training windows (rooms per split: {report.splits}); is there a 'train' split?"
         )
     if len(splits["val"]) == 0:
-        logger.warning("%s: no validation rooms: early stopping falls back to the training loss", data_dir)
+        logger.warning("%s: no validation rooms: no validation tau-b, no early stopping; model.pt will be the last "
+                       "checkpoint", data_dir)
     return RunData(train=splits["train"], val=splits["val"], spec=BatchSpec.of(splits["train"]), window_cfg=wcfg)
 
 
@@ -155,16 +147,6 @@ def _global_batches(
     return out
 
 
-def _lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
-    """Linear warm-up over ``warmup_steps``, then constant or cosine decay to 0 at ``total``."""
-    if step < cfg.warmup_steps:
-        return (step + 1) / max(cfg.warmup_steps, 1)
-    if cfg.schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - cfg.warmup_steps) / max(total - cfg.warmup_steps, 1))
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 # ------------------------------------------------------------------------------------ training
 
 
@@ -180,21 +162,26 @@ def loss_preset_for(cfg: TrainConfig, model: torch.nn.Module) -> str:
 
 def _fresh_state() -> Dict[str, Any]:
     """The training position a checkpoint saves (``meta``) and a resume restores."""
-    return {"step": 0, "epoch": 0, "batch_in_epoch": 0, "epoch_loss_sum": 0.0, "best_tau": -math.inf,
+    return {"step": 0, "epoch": 0, "batch_in_epoch": 0, "epoch_loss_sum": 0.0, "best_tau": None,
             "best_name": None, "bad_epochs": 0, "history": []}
 
 
 class Trainer:
     """One training run on this rank (module docstring for the stages); :func:`train` drives it.
 
-    ``stop_after_steps`` ends the process abruptly after that many steps (``os._exit``), as a kill
-    would; it exists so tests can interrupt a run mid-epoch and check ``resume``.
+    ``overwrite`` lets a fresh run take a directory holding another run (whose files are moved to
+    ``RUN/.replaced-<time>/``, see :mod:`kuaihl_rec.train.records`). ``stop_after_steps`` ends the
+    process abruptly after that many steps (``os._exit``), as a kill would; it exists so tests can
+    interrupt a run mid-epoch and check ``resume``.
     """
 
     def __init__(self, data_dir: Path, run_dir: Path, cfg: TrainConfig, resume: bool = False, progress: bool = True,
-                 stop_after_steps: Optional[int] = None) -> None:
+                 stop_after_steps: Optional[int] = None, overwrite: bool = False) -> None:
+        if resume and overwrite:
+            raise ValueError("resume and overwrite exclude each other: continue the run or replace it, not both")
         self.data_dir, self.run_dir, self.cfg = Path(data_dir), Path(run_dir), cfg
         self.resume, self.progress, self.stop_after_steps = resume, progress, stop_after_steps
+        self.overwrite = overwrite
         self.state = _fresh_state()
         self.stopped_early = False
 
@@ -208,15 +195,15 @@ class Trainer:
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         if cfg.batch_size % self.world_size:
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of ranks {self.world_size}")
-        self.ckpt_root = self.run_dir / "checkpoints"
-        if self.rank == 0:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.ckpt_root.mkdir(exist_ok=True)
-        dist.barrier()
-        self.config_path = self.run_dir / "config.json"
+        self.ckpt_root, self.config_path = self.run_dir / "checkpoints", self.run_dir / "config.json"
+        self._claim_run_dir()
         if self.resume:
-            self._check_saved_config()
+            check_saved_config(self.config_path, self.run_dir, cfg.to_dict())
         self.data = load_run_data(self.data_dir, cfg)
+        self.fingerprint = data_fingerprint(self.data_dir)
+        if self.resume:
+            check_saved_data(self.config_path, self.data_dir, self.fingerprint)
+        self.identity = run_identity(cfg.to_dict(), self.fingerprint)
         self._build_model()
         self.steps_per_epoch = len(
             _global_batches(self.data.train, cfg.batch_size, cfg.seed, 0, self.rank, self.world_size)
@@ -230,15 +217,15 @@ class Trainer:
         if self.rank == 0 and not self.resume:
             self._write_run_header()
 
-    def _check_saved_config(self) -> None:
-        if not self.config_path.exists():
-            raise FileNotFoundError(f"{self.config_path}: --resume needs an earlier run in {self.run_dir}")
-        saved = json.loads(self.config_path.read_text())["train"]
-        now = json.loads(json.dumps(self.cfg.to_dict()))
-        if saved != now:
-            diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-            raise ValueError(f"{self.config_path}: the run was made with another config (differs in {diff}); "
-                             "resume with the same settings or use a new --out")
+    def _claim_run_dir(self) -> None:
+        """A fresh run checks (every rank, reading only) that the directory holds no other run, then
+        rank 0 moves an overwritten run aside and creates the directories."""
+        held = [] if self.resume else check_run_dir_free(self.run_dir, self.overwrite)
+        dist.barrier()
+        if self.rank == 0:
+            move_run_aside(self.run_dir, held)
+            self.ckpt_root.mkdir(parents=True, exist_ok=True)
+        dist.barrier()
 
     def _build_model(self) -> None:
         cfg = self.cfg
@@ -262,6 +249,7 @@ class Trainer:
             "train": cfg.to_dict(), "loss": self.loss_name, "data": str(self.data_dir.resolve()),
             "spec": dataclasses.asdict(data.spec), "window": dataclasses.asdict(data.window_cfg),
             "world_size": self.world_size, "versions": versions(), "seed": cfg.seed,
+            "data_fingerprint": self.fingerprint, "identity": self.identity,
         })
         np.savez(self.run_dir / "vocab.npz", streamer=data.train.streamer_vocab.raw, live=data.train.live_vocab.raw)
         for name in ("metrics.jsonl", "steps.jsonl"):
@@ -281,14 +269,17 @@ class Trainer:
     # -------------------------------------------------------------------------------- resume
 
     def restore(self) -> None:
-        """Continue from the newest complete checkpoint (weights, optimizer, RNGs, position)."""
-        ckpt = latest_checkpoint(self.ckpt_root)
+        """Continue from the newest checkpoint that verifies (weights, optimizer, RNGs, position)."""
+        ckpt = choose_resume_checkpoint(self.ckpt_root, self.identity)
         if ckpt is None:
             logger.warning("%s: no checkpoint yet; starting from the beginning", self.ckpt_root)
             return
         loaded = load_checkpoint(ckpt, self.dmp, self.optimizer)
         state = self.state
         state.update({k: loaded["meta"][k] for k in state if k in loaded["meta"]})
+        state["best_tau"] = finite_or_none(state["best_tau"])  # -inf in checkpoints of older versions
+        if self.rank == 0:  # after a fall-back, latest / best must name what this run continues from
+            set_pointers(self.ckpt_root, ckpt.name, state["best_name"])
         local = loaded["rank_local"]
         if "torch_rng" in local:
             torch.set_rng_state(local["torch_rng"])
@@ -305,7 +296,8 @@ class Trainer:
         meta = dict(self.state)
         local = {"torch_rng": torch.get_rng_state(), "loss_rng": self.wrapper.generator.get_state()}
         return save_checkpoint(
-            self.ckpt_root, step, self.dmp, self.optimizer, meta, local, keep=self.cfg.keep_checkpoints
+            self.ckpt_root, step, self.dmp, self.optimizer, meta, local, keep=self.cfg.keep_checkpoints,
+            identity=self.identity,
         )
 
     # -------------------------------------------------------------------------------- epochs
@@ -325,7 +317,7 @@ class Trainer:
         losses: List[float] = []
         t_epoch = time.perf_counter()
         while True:
-            factor = _lr_factor(state["step"], self.total_steps, cfg)
+            factor = cfg.lr_factor(state["step"], self.total_steps)
             for group in self.dense_groups:
                 group["lr"] = group["initial_lr"] * factor
             try:
@@ -373,26 +365,36 @@ class Trainer:
             self.snapshot(state["step"])
         return loss
 
+    def _validate(self, record: Dict[str, Any]) -> Optional[float]:
+        """Validation metrics into ``record`` (``val_*``; undefined ones as None); returns tau-b or None."""
+        if not len(self.data.val):
+            return None
+        batch = max(self.cfg.eval_batch_size // self.world_size, 1)
+        scored = score_split(
+            pipeline_scorer(self.pipeline, self.dmp), self.data.val, batch, self.device, self.rank, self.world_size
+        )
+        metrics = evaluate_segments(scored["label"], scored["score"], room_ids=scored["live_id"])
+        scalars = {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}
+        record.update({f"val_{k}": finite_or_none(v) for k, v in scalars.items()})
+        if record["val_tau"] is None and self.rank == 0:
+            logger.warning("epoch %d: validation tau-b is undefined (constant labels or constant scores over %d "
+                           "segments); this epoch cannot be ranked", record["epoch"], metrics["n_segments"])
+        return record["val_tau"]
+
     def end_epoch(self, epoch_seconds: float) -> None:
-        """Validation, early stopping, checkpoint, metrics.jsonl."""
+        """Validation, early stopping, checkpoint, metrics.jsonl.
+
+        Until a validation tau-b is defined (none: no validation rooms; undefined: constant labels), the
+        newest checkpoint counts as the best and nothing stops early.
+        """
         cfg, state, epoch = self.cfg, self.state, self.state["epoch"]
         train_loss = state["epoch_loss_sum"] / max(state["batch_in_epoch"], 1)
         record: Dict[str, Any] = {"epoch": epoch + 1, "step": state["step"], "train_loss": train_loss,
                                   "epoch_seconds": round(epoch_seconds, 2)}
-        if len(self.data.val):
-            batch = max(cfg.eval_batch_size // self.world_size, 1)
-            scored = score_split(
-                pipeline_scorer(self.pipeline, self.dmp), self.data.val, batch, self.device, self.rank, self.world_size
-            )
-            metrics = evaluate_segments(scored["label"], scored["score"], room_ids=scored["live_id"])
-            record.update({f"val_{k}": v for k, v in metrics.items() if not isinstance(v, (list, dict))})
-            objective = metrics["tau"]
-        else:
-            objective = -(record["train_loss"] or 0.0)
-        state["epoch"] += 1
-        state["batch_in_epoch"] = 0
-        state["epoch_loss_sum"] = 0.0
-        improved = objective > state["best_tau"]
+        objective = self._validate(record)
+        state.update(epoch=epoch + 1, batch_in_epoch=0, epoch_loss_sum=0.0)
+        best = state["best_tau"]
+        improved = best is None if objective is None else (best is None or objective > best)
         if improved:
             state["best_tau"], state["bad_epochs"] = objective, 0
         else:
@@ -431,17 +433,32 @@ class Trainer:
 
     # -------------------------------------------------------------------------------- finish
 
+    def validation_status(self) -> str:
+        """"tau_b", "none" (no validation rooms) or "undefined" (tau-b never defined, e.g. constant labels)."""
+        if len(self.data.val) == 0:
+            return "none"
+        return "undefined" if self.state["best_tau"] is None else "tau_b"
+
     def finish(self) -> Dict[str, Any]:
-        """``model.pt`` from the best checkpoint, the loss curve and ``summary.json`` (rank 0)."""
+        """``model.pt`` from the best checkpoint once it verifies, the loss curve and ``summary.json`` (rank 0).
+
+        A best checkpoint that fails verification raises :class:`CheckpointError` and leaves
+        ``model.pt`` as it was.
+        """
         dist.barrier()
         state = self.state
+        validation = self.validation_status()
+        if validation != "tau_b" and self.rank == 0:
+            logger.warning("no validation tau-b (%s): best_val_tau is None and model.pt is the last checkpoint",
+                           "no validation rooms" if validation == "none" else "tau-b undefined, constant labels?")
         summary = {
-            "steps": state["step"], "epochs": state["epoch"], "best_val_tau": state["best_tau"],
-            "best_checkpoint": state["best_name"], "stopped_early": self.stopped_early, "history": state["history"],
+            "steps": state["step"], "epochs": state["epoch"], "validation": validation,
+            "best_val_tau": state["best_tau"], "best_checkpoint": state["best_name"],
+            "stopped_early": self.stopped_early, "history": state["history"],
             "loss": self.loss_name, "world_size": self.world_size,
         }
+        best = verified_best_checkpoint(self.ckpt_root)
         if self.rank == 0:
-            best = best_checkpoint(self.ckpt_root)
             header = {"config": json.loads(self.config_path.read_text()), "checkpoint": best.name}
             convert_to_single_file(best, self.run_dir / "model.pt", header)
             steps_path = self.run_dir / "steps.jsonl"
@@ -459,9 +476,14 @@ def train(
     resume: bool = False,
     progress: bool = True,
     stop_after_steps: Optional[int] = None,
+    overwrite: bool = False,
 ) -> Dict[str, Any]:
-    """Train on ``data_dir`` into ``run_dir`` (call on every rank). Returns the final summary."""
-    trainer = Trainer(data_dir, run_dir, cfg, resume=resume, progress=progress, stop_after_steps=stop_after_steps)
+    """Train on ``data_dir`` into ``run_dir`` (call on every rank). Returns the final summary.
+
+    A fresh run refuses a ``run_dir`` that holds another run (``FileExistsError``) unless ``overwrite``.
+    """
+    trainer = Trainer(data_dir, run_dir, cfg, resume=resume, progress=progress, stop_after_steps=stop_after_steps,
+                      overwrite=overwrite)
     trainer.setup()
     if resume:
         trainer.restore()
