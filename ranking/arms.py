@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
@@ -17,7 +18,13 @@ import numpy as np
 import yaml
 
 from ranking.blend import Formula, Term, parse_formula
-from ranking.random_numbers import MANTISSA_SHIFT, TWO_POW_53, UINT64_MASK, splitmix64, stable_hash
+from ranking.random_numbers import (
+    MANTISSA_SHIFT,
+    TWO_POW_53,
+    UINT64_MASK,
+    splitmix64,
+    stable_hash,
+)
 from ranking.scores import TruthTerm
 
 __all__ = ["Arm", "DEFAULT_CONFIG", "assign_arms", "build_arms", "load_arms_config", "used_terms"]
@@ -110,7 +117,20 @@ def load_arms_config(spec: Union[Mapping[str, Any], str, Path, None]) -> Dict[st
             cfg[key] = {**cfg[key], **value}
         else:
             cfg[key] = value
+    _check_finite(cfg)
     return cfg
+
+
+def _check_finite(value: Any, path: str = "") -> None:
+    """Refuse a NaN or infinite number anywhere in the arms config (a weight, a share, a knob), naming its key."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_finite(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_finite(item, f"{path}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"arms config: {path!r} is {value}; expected a finite number")
 
 
 def _resolve_paths(raw: Dict[str, Any], base: Path) -> Dict[str, Any]:

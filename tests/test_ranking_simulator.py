@@ -12,8 +12,21 @@ import pytest
 from kuaihl_rec.data.world import generate_world, load_world_config
 from ranking.blend import Formula, Term, resolve_term
 from ranking.experiment import Arm, Experiment, assign_arms
-from ranking.scores import LeakageError, ObservableTerm, ScoreTable, check_causal, load_scores
-from ranking.simulator import TICKS_PER_DAY, aggregate_users, build_feed, load_sim_world, make_population, simulate
+from ranking.scores import (
+    LeakageError,
+    ObservableTerm,
+    ScoreTable,
+    check_causal,
+    load_scores,
+)
+from ranking.simulator import (
+    TICKS_PER_DAY,
+    aggregate_users,
+    build_feed,
+    load_sim_world,
+    make_population,
+    simulate,
+)
 from ranking.stats import srm_test
 
 #: ~240 rooms of ~40 min on one day, half of them held out: ~5 rooms on air when sessions start.
@@ -350,3 +363,15 @@ def test_lvtr_terms_read_only_complete_segments(sim):
         done = [rows[(r.live_id, j)] for j in range(0, r.segment - 2) if (r.live_id, j) in rows]
         want = (sum(x.n_long_viewers for x in done) + 3.0) / (sum(x.n_viewers for x in done) + 5.0)
         assert got_cum[i] == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("config, key", [
+    ({"treatment_weight": float("nan")}, "treatment_weight"),
+    ({"arms": {"control": {"ctr": 1.0, "lvtr": float("inf")}}}, "arms.control.lvtr"),
+    ({"sweep": {"weights": [0.0, float("nan")]}}, r"sweep.weights\[1\]"),
+])
+def test_a_non_finite_number_in_the_arms_config_is_refused(config, key):
+    from ranking.arms import load_arms_config
+
+    with pytest.raises(ValueError, match=f"arms config: '{key}' is (nan|inf); expected a finite number"):
+        load_arms_config(config)

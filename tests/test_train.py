@@ -141,6 +141,27 @@ def test_crash_during_save_keeps_the_previous_checkpoint(trained, monkeypatch, t
     assert ck.latest_checkpoint(root).name == before
 
 
+def test_a_full_disk_during_a_checkpoint_is_one_clear_error(trained, monkeypatch, tmp_path):
+    import shutil
+
+    import torch.distributed.checkpoint as dcp
+
+    from kuaihl_rec.train import checkpoint as ck
+
+    run, _ = trained
+    root = tmp_path / "ckpts"
+    shutil.copytree(run / "checkpoints", root)
+    before = (root / "latest").read_text()
+
+    def full(*args, **kwargs):  # what torch's writer raises when the disk is full
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0\nmore detail")
+
+    monkeypatch.setattr(dcp, "save", full)
+    with pytest.raises(OSError, match=r"writing checkpoint step-00000999 failed \(RuntimeError: \[enforce fail.*Is the disk full\?"):
+        ck.save_checkpoint(root, 999, dmp=_Stub(), optimizer=_Stub(), meta={}, rank_local={})
+    assert ck.latest_checkpoint(root).name == before
+
+
 class _Stub:
     def state_dict(self):
         return {}

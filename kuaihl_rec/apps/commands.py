@@ -425,15 +425,19 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """``kuaihl models``: each registered model with its family, default loss and description."""
+    """``kuaihl models``: each registered model with its family, default loss, presets and description."""
     # lazy: each command imports only what it runs (kuaihl --help must not load torch)
     from kuaihl_rec.model.registry import list_models, model_info
 
+    from kuaihl_rec.model.config import CONTENT_PRESETS
+
     infos = [model_info(name) for name in list_models()]
     width = max(len(info.name) for info in infos)
-    print(f"{'model':<{width}}  {'family':<11}  {'default loss':<18}  description")
+    print(f"{'model':<{width}}  {'family':<11}  {'default loss':<18}  {'presets':<11}  description")
     for info in infos:
-        print(f"{info.name:<{width}}  {info.family:<11}  {info.default_loss:<18}  {info.description}")
+        presets = ", ".join(CONTENT_PRESETS) if "preset" in info.overrides else "-"
+        print(f"{info.name:<{width}}  {info.family:<11}  {info.default_loss:<18}  {presets:<11}  {info.description}")
+    print("presets: --set model.preset=NAME (content models); any other field: kuaihl_rec/model/config.py")
     return 0
 
 

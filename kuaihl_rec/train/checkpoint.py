@@ -79,10 +79,17 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     _barrier()
-    dcp.save(checkpoint_state(dmp, optimizer), checkpoint_id=str(tmp))
-    torch.save(rank_local, tmp / f"rank-{_rank()}.pt")
-    if _rank() == 0:
-        atomic_write_json(tmp / "meta.json", {**meta, "step": step, "name": name})
+    try:
+        dcp.save(checkpoint_state(dmp, optimizer), checkpoint_id=str(tmp))
+        torch.save(rank_local, tmp / f"rank-{_rank()}.pt")
+        if _rank() == 0:
+            atomic_write_json(tmp / "meta.json", {**meta, "step": step, "name": name})
+    except (OSError, RuntimeError) as exc:  # a full disk reaches torch.save as "enforce fail at inline_container.cc"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise OSError(
+            f"{tmp}: writing checkpoint {name} failed ({type(exc).__name__}: {first}); the previous checkpoint "
+            "is kept and --resume continues from it. Is the disk full?"
+        ) from exc
     _barrier()
     if _rank() == 0:
         write_manifest(tmp, step, identity or {})
