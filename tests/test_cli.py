@@ -59,8 +59,9 @@ def test_models_lists_each_model_with_family_and_description(capsys):
 
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].split() == ["model", "family", "default", "loss", "description"]
-    rows = {line.split()[0]: line for line in lines[1:]}
+    assert lines[0].split() == ["model", "family", "default", "loss", "presets", "description"]
+    assert lines[-1].startswith("presets: ")
+    rows = {line.split()[0]: line for line in lines[1:-1]}
     assert sorted(rows) == list_models()
     for name, line in rows.items():
         info = model_info(name)
