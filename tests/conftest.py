@@ -46,3 +46,14 @@ def model_batch(split, b: int):
     """b = 1: one full window; b = 2: a full window and a right-padded one (different streamers)."""
     padded = int(np.flatnonzero(split.index.n_valid < MODEL_WINDOW)[0])
     return split.batch(np.array([0] if b == 1 else [0, padded]))
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """The ``tiny`` synthetic world, written once per test session. Read-only: a test that changes
+    data copies it first."""
+    from kuaihl_rec.data.world import generate_world, load_world_config, write_world
+
+    out = tmp_path_factory.mktemp("tiny_world")
+    write_world(generate_world(load_world_config(preset="tiny")), out)
+    return out

@@ -345,15 +345,6 @@ def test_time_boundary(name, split, spec):
 # ------------------------------------------------------------------------------------------
 # The shared trainer: DMP (sharded tables) + TrainPipelineSparseDist, then eval from model.pt
 # ------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_world(tmp_path_factory):
-    from kuaihl_rec.data.world import generate_world, load_world_config, write_world
-
-    out = tmp_path_factory.mktemp("world")
-    write_world(generate_world(load_world_config(preset="tiny")), out, figure=False)
-    return out
-
-
 @pytest.mark.parametrize("name", BASELINE_MODELS)
 def test_trains_with_the_shared_trainer(name, tiny_world, tmp_path):
     from kuaihl_rec.train.config import train_config

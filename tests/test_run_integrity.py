@@ -25,15 +25,6 @@ CFG = train_config("tiny", checkpoint_every=5, keep_checkpoints=20)
 
 
 @pytest.fixture(scope="module")
-def tiny_world(tmp_path_factory):
-    from kuaihl_rec.data.world import generate_world, load_world_config, write_world
-
-    out = tmp_path_factory.mktemp("world")
-    write_world(generate_world(load_world_config(preset="tiny")), out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def finished(tiny_world, tmp_path_factory):
     """One finished tiny run that keeps every checkpoint (tests copy it before changing anything)."""
     run = tmp_path_factory.mktemp("finished") / "run"

@@ -36,15 +36,6 @@ CONFIGS = {
 
 
 @pytest.fixture(scope="module")
-def tiny_world(tmp_path_factory):
-    from kuaihl_rec.data.world import generate_world, load_world_config, write_world
-
-    out = tmp_path_factory.mktemp("world")
-    write_world(generate_world(load_world_config(preset="tiny")), out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def runs(tiny_world, tmp_path_factory):
     from kuaihl_rec.train.config import train_config
     from kuaihl_rec.train.loop import train

@@ -20,15 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
 
-@pytest.fixture(scope="module")
-def tiny_world(tmp_path_factory):
-    from kuaihl_rec.data.world import generate_world, load_world_config, write_world
-
-    out = tmp_path_factory.mktemp("world")
-    write_world(generate_world(load_world_config(preset="tiny")), out)
-    return out
-
-
 def _run_py(code: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=ENV, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
