@@ -427,9 +427,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     """``kuaihl models``: each registered model with its family, default loss, presets and description."""
     # lazy: each command imports only what it runs (kuaihl --help must not load torch)
-    from kuaihl_rec.model.registry import list_models, model_info
-
     from kuaihl_rec.model.config import CONTENT_PRESETS
+    from kuaihl_rec.model.registry import list_models, model_info
 
     infos = [model_info(name) for name in list_models()]
     width = max(len(info.name) for info in infos)
