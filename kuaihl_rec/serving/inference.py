@@ -166,6 +166,16 @@ class ContentInference(nn.Module):
             return m.streamer_latent(streamer_row)
         return m.window_latent(e_f)
 
+    def _fused(
+        self, visual: Tensor, text: Tensor, counters: Tensor, observed: Tensor, timestamp: Tensor, segment: Tensor,
+        streamer_row: Tensor,
+    ) -> Tensor:
+        """``E_p [b, n, d]`` of windows of segments: projection heads, engagement token, fusion with the
+        id latent (inputs shaped as in :meth:`window_logits`)."""
+        m = self.model
+        e_f, _, _ = m.features(visual, text, counters, observed, timestamp, segment)  # [b, n, k, d]
+        return m.tower.fuse(e_f, self._latent(e_f, streamer_row))
+
     def encode_segments(
         self,
         visual: Tensor,
@@ -177,16 +187,8 @@ class ContentInference(nn.Module):
         streamer_row: Tensor,
     ) -> Tensor:
         """``E_p [B, d]`` of ``B`` segments (each with its room's streamer-table row ``streamer_row [B]``)."""
-        m = self.model
-        e_f, _, _ = m.features(
-            visual.unsqueeze(1),
-            text.unsqueeze(1),
-            counters.unsqueeze(1),
-            observed.unsqueeze(1),
-            timestamp.unsqueeze(1),
-            segment.unsqueeze(1),
-        )  # [B, 1, k, d]
-        return m.tower.fuse(e_f, self._latent(e_f, streamer_row))[:, 0]
+        one = [x.unsqueeze(1) for x in (visual, text, counters, observed, timestamp, segment)]  # windows of 1
+        return self._fused(*one, streamer_row)[:, 0]
 
     def decode_logits(self, e_p: Tensor, lengths: Tensor, observed_last: Tensor) -> Tensor:
         """Logit of each window's newest position ``lengths - 1``: ``[b]`` float32 (``e_p [b, n, d]``;
@@ -209,9 +211,7 @@ class ContentInference(nn.Module):
         lengths: Tensor,
     ) -> Tensor:
         """Logits ``[b]`` of full windows (every segment encoded here; no cache)."""
-        m = self.model
-        e_f, _, _ = m.features(visual, text, counters, observed, timestamp, segment)  # [b, n, k, d]
-        e_p = m.tower.fuse(e_f, self._latent(e_f, streamer_row))  # [b, n, d]
+        e_p = self._fused(visual, text, counters, observed, timestamp, segment, streamer_row)  # [b, n, d]
         last = (lengths - 1).reshape(-1, 1)
         return self.decode_logits(e_p, lengths, observed.gather(1, last)[:, 0])
 
