@@ -1,4 +1,4 @@
-"""Content encoders of MODEL_SPEC section 2: visual F = a timm Swin, text G = a BERT-family model.
+"""Content encoders of docs/MODEL.md section 2: visual F = a timm Swin, text G = a BERT-family model.
 
 Both load **offline only** and never download anything:
 

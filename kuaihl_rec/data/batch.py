@@ -1,7 +1,7 @@
 """``LiveBatch``: the one batch type every model reads (content model and ID baselines).
 
 A batch holds ``b`` windows of ``n`` consecutive segments of one room each. Labels are
-left-shifted (MODEL_SPEC section 1): position ``i`` carries the *content* of segment
+left-shifted (docs/MODEL.md section 1): position ``i`` carries the *content* of segment
 ``s + i`` and the *label* of segment ``s + i + 1``, so every position predicts the next
 segment from the past only.
 

@@ -1,6 +1,6 @@
 """Windowing a segment table into samples of ``n`` consecutive segments, and batching them.
 
-Left shift (MODEL_SPEC section 1). A room with segments ``0..T-1`` has *targets* ``1..T-1``
+Left shift (docs/MODEL.md section 1). A room with segments ``0..T-1`` has *targets* ``1..T-1``
 (the first segment has no past). A window starting at segment ``s`` holds the content of
 segments ``s .. s+n-1`` at positions ``0 .. n-1`` and, at position ``i``, the label of segment
 ``s+i+1``; positions whose next segment does not exist are padding (``valid`` False). Hence a
@@ -12,7 +12,7 @@ Which windows (``mode``):
   (so every target is covered at least once). The viewer filter (KLive): a window whose *last*
   target has fewer than ``min_viewers`` viewers is dropped; inside kept windows, targets below
   ``min_viewers`` are masked out of the loss (``label_mask``).
-* ``"eval"`` (MODEL_SPEC decision): each target is scored exactly once, at the last position of
+* ``"eval"`` (decision, docs/MODEL.md section 1): each target is scored exactly once, at the last position of
   the window that ends on its preceding segment, i.e. with the longest available history (up to
   ``n-1`` past segments). Window ``s = 0`` scores targets ``1..min(n, T-1)`` at all its positions
   (causality makes position ``i`` of that window equal to a window ending there); windows

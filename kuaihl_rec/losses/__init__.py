@@ -1,6 +1,6 @@
 """Training losses of KuaiHL / ContentCTR: pointwise, border-aware pairwise, DTW alignment.
 
-Papers (see ``docs/MODEL_SPEC.md`` section 4):
+Papers (see ``docs/MODEL.md`` section 4):
 
 * KuaiHL (ICME 2024), eq. 4-13: DTW alignment (eq. 4-5), partial-shuffle augmentation
   (eq. 6), InfoNCE (eq. 7), pointwise BCE (eq. 8), pairwise L0-L3 (eq. 9-12), total (eq. 13).

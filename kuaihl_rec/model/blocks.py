@@ -6,7 +6,7 @@ Multi-head attention as in ContentCTR eq. 3-5::
     head_i = softmax(Q W_i^Q (K W_i^K)^T / sqrt(d_h) + M) V W_i^V
 
 with ``W_i^{Q,K,V}`` in R^{d x d_h} and an optional mask M (boolean here: True = may attend).
-The residual blocks are pre-LayerNorm (MODEL_SPEC 3, as the official code): ``x + f(LN(x))``.
+The residual blocks are pre-LayerNorm (docs/MODEL.md section 3, as the official code): ``x + f(LN(x))``.
 
 Nothing in these blocks mixes positions except the masked attention (LayerNorm normalises
 over features only, no batch statistics), so a causal mask gives exact causality.

@@ -1,7 +1,7 @@
 """Configuration of the content model (ContentCTR / KuaiHL and their Table 1 variants).
 
 One frozen dataclass, :class:`ContentConfig`, configures every content model; the papers'
-variants and ablations are values of its fields, not separate classes (MODEL_SPEC section 5):
+variants and ablations are values of its fields, not separate classes (docs/MODEL.md section 5):
 
 ================================  ==========================================================
 registry name                     fields that differ from the ``content`` default

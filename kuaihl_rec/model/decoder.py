@@ -11,7 +11,7 @@
 highlight-detection mode (ContentCTR-HL), a fully visible mask restricted to the window's real
 positions (``key_valid``).
 
-Decisions (MODEL_SPEC 3): pre-LayerNorm blocks with a final LayerNorm; a learned positional
+Decisions (docs/MODEL.md section 3): pre-LayerNorm blocks with a final LayerNorm; a learned positional
 embedding added before the first layer (the papers give none; the decoder needs order).
 
 Padding: windows are right-padded, so under the causal mask a real position never attends to a

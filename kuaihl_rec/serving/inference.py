@@ -21,7 +21,7 @@ Shapes for ``b`` rooms, windows of ``n <= window`` segments, ``k_v`` visual toke
 
 ``score[w] = sigmoid(logit)`` predicts the label of the segment *after* window ``w``'s newest
 segment (position ``lengths[w] - 1``), exactly what ``kuaihl eval`` scores for that target
-(the left shift of MODEL_SPEC section 1). ``known[w]`` is False when the streamer id is not in
+(the left shift of docs/MODEL.md section 1). ``known[w]`` is False when the streamer id is not in
 the run's vocabulary, which then reads the cold-start row 0, as in training and evaluation.
 
 The same computation in two halves, for the streaming scorer (:mod:`kuaihl_rec.serving.stream`)::

@@ -43,7 +43,7 @@ class TrainConfig:
 
     model                     :class:`ModelChoice` (registry name and keyword overrides)
     data                      :class:`~kuaihl_rec.data.windows.WindowConfig`: how samples are cut
-                              (MODEL_SPEC section 1), including ``label_delay``
+                              (docs/MODEL.md section 1), including ``label_delay``
     loss                      loss preset (``kuaihl_rec.losses.LOSS_PRESETS``); None = the model's
                               registry default
     epochs, batch_size        ``batch_size`` is the *global* batch (split evenly over ranks)

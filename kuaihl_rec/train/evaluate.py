@@ -3,7 +3,7 @@
 Loads ``RUN/model.pt`` (the single-file conversion of the best checkpoint) into an unsharded model,
 windows the split in eval mode with the run's window settings and *the run's training vocabularies*
 (so cold-start streamers map to the unknown row exactly as in training), scores each target segment
-once (MODEL_SPEC section 1), and writes::
+once (docs/MODEL.md section 1), and writes::
 
     {"model", "n_segments", "tau", "tau@0.2", "tau@0.4", "tau@0.6", "spearman", "auc", "logloss",
      "mean_pred_over_true", "per_room_tau", ..., "unknown_streamer_share",

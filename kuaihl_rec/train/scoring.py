@@ -1,4 +1,4 @@
-"""Scoring a split with a model, once per evaluation unit (MODEL_SPEC section 1), on one or many ranks.
+"""Scoring a split with a model, once per evaluation unit (docs/MODEL.md section 1), on one or many ranks.
 
 ``plain_scorer`` runs an ordinary module; ``pipeline_scorer`` runs a model whose embedding modules
 live in a ``TrainPipelineSparseDist`` (they can only be called through it); ``PlainPipeline`` is

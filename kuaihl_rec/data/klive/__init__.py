@@ -1,4 +1,4 @@
-"""Reader for the public KLive release (MODEL_SPEC section 8) -> a segment table.
+"""Reader for the public KLive release (docs/MODEL.md section 8) -> a segment table.
 
 Layout of a release directory ``ROOT``::
 
