@@ -187,10 +187,22 @@ class StreamingScorer:
         self._free = list(range(new - 1, old - 1, -1)) + self._free
 
     def _rebuild_keys(self) -> None:
+        """The sorted (live id, slot) index from scratch (after a restore)."""
         slots = np.flatnonzero(self._active)
         live = self._slots["live"][slots]
         order = np.argsort(live, kind="stable")
         self._keys, self._key_slot = live[order], slots[order]
+
+    def _insert_keys(self, live: np.ndarray, slots: np.ndarray) -> None:
+        """Merge new rooms into the sorted index: O(rooms held) copies, a sort of the new ones only."""
+        order = np.argsort(live, kind="stable")
+        at = np.searchsorted(self._keys, live[order])
+        self._keys = np.insert(self._keys, at, live[order])
+        self._key_slot = np.insert(self._key_slot, at, slots[order])
+
+    def _remove_keys(self, slots: np.ndarray) -> None:
+        keep = ~np.isin(self._key_slot, slots)
+        self._keys, self._key_slot = self._keys[keep], self._key_slot[keep]
 
     # ------------------------------------------------------------------------------ ticks
 
@@ -223,7 +235,7 @@ class StreamingScorer:
             s["streamer_row"][fresh] = rows.cpu().numpy()
             s["count"][fresh], s["next_segment"][fresh] = 0, seg[new]
             self._active[fresh] = True
-            self._rebuild_keys()
+            self._insert_keys(live[new], fresh)
             self.stats["rooms_started"] += int(new.sum())
             self.stats["rooms_joined_mid_stream"] += int((seg[new] != 0).sum())
             self.stats["rooms_unknown_streamer"] += int((~known).sum())
@@ -338,7 +350,7 @@ class StreamingScorer:
             self._evicted.discard(self._evicted_order.popleft())
         self._active[slots] = False
         self._free.extend(int(s) for s in slots)
-        self._rebuild_keys()
+        self._remove_keys(slots)
 
     # ------------------------------------------------------------------------------ save / restore
 
