@@ -1,0 +1,110 @@
+"""Off-policy estimates of ranking policies on a log: values, intervals, lifts, diagnostics, truth beside them.
+
+:func:`evaluate_log` is what ``kuaihl ope`` runs on a validated log (:mod:`ranking.ope.schema`): for each
+policy and reward (``click``: clicks per request; ``watch_s``: seconds watched per request) every estimator
+the log supports (:mod:`ranking.ope.estimators`), a session-bootstrap interval and the lift over the logging
+policy's on-policy value (:mod:`ranking.ope.intervals`), the weight diagnostics of each weight family, and,
+for simulated logs (``log.json`` carries ``truth``), the true value, lift and each estimate's relative error.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+import numpy as np
+
+from ranking.ope.estimators import Contributions, available, contributions
+from ranking.ope.intervals import (
+    DiagnosticThresholds,
+    SessionBootstrap,
+    families,
+    family_weights,
+    weight_diagnostics,
+)
+from ranking.ope.policy import PolicyProbabilities, RequestArrays, StochasticPolicy, slate_data
+from ranking.ope.reward_model import fit_reward_model
+from ranking.ope.schema import LoggedData
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["REWARDS", "evaluate_log"]
+
+REWARDS = ("click", "watch_s")
+
+
+def _truth_for(meta: Mapping[str, Any], name: str, policy: StochasticPolicy) -> Optional[Dict[str, Any]]:
+    """The simulator's truth for ``name`` when it was made for the same formula and temperature."""
+    entry = (meta.get("truth") or {}).get(name)
+    if not entry:
+        return None
+    same = entry["policy"]["describe"] == policy.formula.describe() and \
+        abs(entry["policy"]["temperature"] - policy.temperature) < 1e-12
+    if not same:
+        logger.warning("ope: the log's truth for %r was simulated for %s (temperature %g), not %s (temperature %g): "
+                       "not used", name, entry["policy"]["describe"], entry["policy"]["temperature"],
+                       policy.formula.describe(), policy.temperature)
+        return None
+    return entry
+
+
+def _reward_block(arrays: RequestArrays, probs: PolicyProbabilities, reward: str, q_hat: np.ndarray,
+                  boot: SessionBootstrap, base: Contributions, truth: Optional[Mapping[str, Any]],
+                  names: Sequence[str]) -> Dict[str, Any]:
+    data = slate_data(arrays, probs, reward, q_hat)
+    out: Dict[str, Any] = {"estimates": {}}
+    for name in names:
+        c = contributions(data, name)
+        entry = boot.summary(c)
+        entry["lift"] = boot.lift(c, base)
+        if truth is not None:
+            true = truth[reward]["value"]
+            entry["relative_error"] = (entry["value"] - true) / true if true else None
+            entry["lift_error"] = entry["lift"]["value"] - truth["lift"][reward]["value"] if "lift" in truth else None
+        out["estimates"][name] = entry
+    if truth is not None:
+        out["truth"] = {**truth[reward], **({"lift": truth["lift"][reward]} if "lift" in truth else {})}
+    return out
+
+
+def evaluate_log(data: LoggedData, policies: Mapping[str, StochasticPolicy], rewards: Sequence[str] = REWARDS,
+                 n_boot: int = 200, seed: int = 0, thresholds: DiagnosticThresholds = DiagnosticThresholds(),
+                 estimators: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Estimates of every policy's value per reward on ``data``; the ``ope.json`` content."""
+    arrays = RequestArrays.from_logs(data)
+    missing = sorted({t for p in policies.values() for t in p.formula.terms} - set(arrays.terms))
+    if missing:
+        raise ValueError(f"the policies use term(s) {missing} that the log's candidates table has no column for; "
+                         f"its score columns: {sorted(arrays.terms)}")
+    boot = SessionBootstrap(arrays.session, n_boot, seed)
+    q_hats = {r: fit_reward_model(arrays, data.impressions[r].to_numpy(np.float64), seed=seed) for r in rewards}
+    ones = np.ones(len(arrays.session))
+    on_policy = {r: Contributions(np.bincount(arrays.row_request, weights=data.impressions[r].to_numpy(np.float64),
+                                              minlength=len(ones)), ones) for r in rewards}
+    result: Dict[str, Any] = {
+        "log": {"path": str(data.path) if data.path else None, "requests": int(len(arrays.session)),
+                "impressions": int(len(data.impressions)), "sessions": int(arrays.session.max() + 1),
+                "positions": int(arrays.n_positions), "max_candidates": int(arrays.present.shape[1]),
+                "has_prefix_propensity": data.has_prefix, "meta": {k: v for k, v in data.meta.items() if k != "truth"}},
+        "on_policy": {r: boot.summary(on_policy[r]) for r in rewards},
+        "n_boot": n_boot, "seed": seed, "thresholds": thresholds.__dict__, "policies": {},
+    }
+    if data.meta.get("truth", {}).get("__logging__"):
+        result["on_policy_truth"] = {r: data.meta["truth"]["__logging__"][r] for r in rewards}
+    for name, policy in policies.items():
+        probs = PolicyProbabilities.of(policy, arrays)
+        truth = _truth_for(data.meta, name, policy)
+        probe = slate_data(arrays, probs, rewards[0], q_hats[rewards[0]])
+        names = [n for n in (estimators or available(probe)) if n in available(probe)]
+        diagnostics = {f: weight_diagnostics(family_weights(probe, f), thresholds, f) for f in families(names)}
+        entry: Dict[str, Any] = {"policy": policy.to_dict(), "estimators": names, "diagnostics": diagnostics,
+                                 "trustworthy": all(d["trustworthy"] for d in diagnostics.values()), "rewards": {}}
+        for reward in rewards:
+            entry["rewards"][reward] = _reward_block(arrays, probs, reward, q_hats[reward], boot, on_policy[reward],
+                                                     truth, names)
+        for d in diagnostics.values():
+            for warning in d["warnings"]:
+                logger.warning("ope: policy %s, %s weights: %s; its estimates are not trustworthy", name, d["family"],
+                               warning)
+        result["policies"][name] = entry
+    return result
