@@ -88,6 +88,7 @@ class LoggedData:
 def _first_bad(where: str, df: pd.DataFrame, bad: np.ndarray, field: str, expected: str) -> DataError:
     row = int(np.flatnonzero(bad)[0])
     value = df[field].iloc[row] if field in df.columns else None
+    value = value.item() if isinstance(value, np.generic) else value
     return DataError(f"{where}: row {int(df.index[row])}: {field} = {value!r}; expected {expected} "
                      f"({int(bad.sum())} bad row(s))")
 
