@@ -177,7 +177,8 @@ def _log_tables(req: Requests, pop: Population, chosen: np.ndarray, logw: np.nda
     cr, cn = np.nonzero(req.present)
     candidates = pd.DataFrame({"request_id": req.session[cr].astype(np.int64), "item_id": req.rows[cr, cn].astype(np.int64),
                                **{name: v[cr, cn] for name, v in sorted(req.terms.items())}})
-    return impressions, candidates
+    # impressions come out sorted by (request, position); candidates are sorted by (request, item) here
+    return impressions, candidates.sort_values(["request_id", "item_id"], kind="stable", ignore_index=True)
 
 
 def simulate_log(world: SimWorld, values: Mapping[str, np.ndarray], logging_policy: StochasticPolicy,

@@ -76,8 +76,8 @@ def prefix_probabilities(logw: np.ndarray, chosen: np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=64)
 def _subset_levels(n: int, k: int) -> List[Tuple[np.ndarray, np.ndarray, sp.csr_matrix, sp.csr_matrix]]:
     """Per level j < k: the member matrix of the sets of size j ``[N, n_j]`` and, over the pairs
-    (set S of size j, item a not in S): the set index, the item, the pair -> item matrix ``[P, N]``
-    and the pair -> child set (S + a) matrix ``[P, n_{j+1}]``."""
+    (set S of size j, item a not in S): the set index, the item, the item <- pair matrix ``[N, P]``
+    and the child set (S + a) <- pair matrix ``[n_{j+1}, P]`` (sparse)."""
     levels = []
     sets = [0]  # bitmasks of level j
     for j in range(k):
@@ -93,8 +93,8 @@ def _subset_levels(n: int, k: int) -> List[Tuple[np.ndarray, np.ndarray, sp.csr_
         set_idx_arr, items_arr = np.asarray(set_idx, np.int64), np.asarray(items, np.int64)
         members = np.array([[mask >> a & 1 for mask in sets] for a in range(n)], np.float64).reshape(n, len(sets))
         n_pairs = len(items)
-        to_item = sp.csr_matrix((np.ones(n_pairs), (np.arange(n_pairs), items_arr)), shape=(n_pairs, n))
-        to_child = sp.csr_matrix((np.ones(n_pairs), (np.arange(n_pairs), children)), shape=(n_pairs, len(child_index)))
+        to_item = sp.csr_matrix((np.ones(n_pairs), (items_arr, np.arange(n_pairs))), shape=(n, n_pairs))
+        to_child = sp.csr_matrix((np.ones(n_pairs), (children, np.arange(n_pairs))), shape=(len(child_index), n_pairs))
         levels.append((members, np.stack([set_idx_arr, items_arr]), to_item, to_child))
         sets = sorted(child_index, key=child_index.get)
     return levels
@@ -109,9 +109,9 @@ def _marginals_full(w: np.ndarray, k: int) -> np.ndarray:
     for j, (members, pairs, to_item, to_child) in enumerate(_subset_levels(n, k)):
         placed = w @ members  # [R, n_j] weight of each set
         contrib = g[:, pairs[0]] * w[:, pairs[1]] / (total - placed[:, pairs[0]])  # [R, P]
-        out[:, :, j] = np.asarray((to_item.T @ contrib.T).T)
+        out[:, :, j] = np.asarray(to_item @ contrib.T).T
         if j + 1 < k:
-            g = np.asarray((to_child.T @ contrib.T).T)
+            g = np.asarray(to_child @ contrib.T).T
     return out
 
 
