@@ -106,7 +106,12 @@ def _obp():
 @pytest.mark.slow
 def test_against_obp(logs, dist):
     _obp()
-    from obp.ope import DirectMethod, DoublyRobust, InverseProbabilityWeighting, SelfNormalizedInverseProbabilityWeighting
+    from obp.ope import (
+        DirectMethod,
+        DoublyRobust,
+        InverseProbabilityWeighting,
+        SelfNormalizedInverseProbabilityWeighting,
+    )
     from obp.policy import BernoulliTS
 
     random_log, _ = logs

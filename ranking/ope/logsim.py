@@ -90,7 +90,8 @@ class Requests:
         ptr = feed.ptr[np.minimum(tick[keep], world.n_ticks - 1)]
         rows = feed.order[np.minimum(ptr[:, None] + slots, world.n_rows - 1)]
         present = slots < on_air[keep][:, None]
-        terms = {k: np.where(present, np.asarray(v, np.float64)[world.base_row[rows]], np.nan) for k, v in values.items()}
+        terms = {k: np.where(present, np.asarray(v, np.float64)[world.base_row[rows]], np.nan)
+                 for k, v in values.items()}
         return cls(keep, rows, present, terms, int(len(tick) - len(keep)))
 
 
@@ -117,8 +118,8 @@ def _react(world: SimWorld, pop: Population, sim_cfg: SimConfig, click_model: st
     k = chosen.shape[1]
     sessions = pop.sessions.subset(req.session)
     rows = np.take_along_axis(req.rows, np.maximum(chosen, 0), axis=1)
-    cascade = _Cascade(world, None, pop, sim_cfg, k, np.arange(k + 1), (1.0 + np.arange(k)) ** (-sim_cfg.position_decay),
-                       1.0, 1.0, seed_mix)
+    decay = (1.0 + np.arange(k)) ** (-sim_cfg.position_decay)
+    cascade = _Cascade(world, None, pop, sim_cfg, k, np.arange(k + 1), decay, 1.0, 1.0, seed_mix)
     active = _Active.start(sessions, np.arange(len(sessions)), seed_mix)
     visit = _Visit(rows, chosen >= 0, (chosen >= 0).sum(axis=1))
     if click_model == "cascade":
@@ -175,7 +176,8 @@ def _log_tables(req: Requests, pop: Population, chosen: np.ndarray, logw: np.nda
         "propensity": marginals[r, slot, k], "click": click[r, k].astype(np.int8), "watch_s": watch[r, k],
         "prefix_propensity": prefix[r, k]})
     cr, cn = np.nonzero(req.present)
-    candidates = pd.DataFrame({"request_id": req.session[cr].astype(np.int64), "item_id": req.rows[cr, cn].astype(np.int64),
+    candidates = pd.DataFrame({"request_id": req.session[cr].astype(np.int64),
+                               "item_id": req.rows[cr, cn].astype(np.int64),
                                **{name: v[cr, cn] for name, v in sorted(req.terms.items())}})
     # impressions come out sorted by (request, position); candidates are sorted by (request, item) here
     return impressions, candidates.sort_values(["request_id", "item_id"], kind="stable", ignore_index=True)

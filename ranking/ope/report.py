@@ -85,7 +85,8 @@ def report_lines(result: Mapping[str, Any]) -> List[str]:
     lines = ["# Off-policy evaluation", "",
              f"Log: {log['path']}: {log['requests']} requests, {log['impressions']} impressions, {log['sessions']} "
              f"sessions (the bootstrap unit), lists of up to {log['positions']} positions from up to "
-             f"{log['max_candidates']} candidates; prefix propensities: {'yes' if log['has_prefix_propensity'] else 'no'}."]
+             f"{log['max_candidates']} candidates; prefix propensities: "
+             f"{'yes' if log['has_prefix_propensity'] else 'no'}."]
     if meta.get("source") == "simulator":
         lines.append(f"Source: the simulator (synthetic world), click model {meta.get('click_model')}, logging policy "
                      f"{meta['logging']['describe']} at temperature {meta['logging']['temperature']:g}; truth: every "

@@ -39,7 +39,8 @@ def _config(arms_config: Union[Mapping[str, Any], str, Path, None]) -> Dict[str,
     return cfg
 
 
-def config_policies(cfg: Mapping[str, Any], term_names: Sequence[str], temperature: float) -> Dict[str, StochasticPolicy]:
+def config_policies(cfg: Mapping[str, Any], term_names: Sequence[str],
+                    temperature: float) -> Dict[str, StochasticPolicy]:
     """The config's arms (control, treatment = control + w x content when the content term is a column,
     its own arms) as stochastic policies; terms are the log's score columns."""
     cfg = {**cfg, "sanity": dict(_NO_SANITY)}
@@ -76,11 +77,9 @@ def run_ope(logs_dir: Union[str, Path], out_dir: Union[str, Path],
     """Evaluate the config's arms on the log in ``logs_dir``; writes ``ope.json``, ``report.md`` (and the figure)."""
     data = read_logs(logs_dir)
     cfg = _config(arms_config)
-    if temperature is None:
-        temperature = (data.meta.get("logging") or {}).get("temperature")
-        target = (data.meta.get("truth") or {})
-        named = [v["policy"]["temperature"] for k, v in target.items() if k != "__logging__"]
-        temperature = named[0] if named else temperature
+    if temperature is None:  # the temperature the log's truth was simulated at, else the logging policy's
+        simulated = [v["policy"]["temperature"] for k, v in (data.meta.get("truth") or {}).items() if k != "__logging__"]
+        temperature = simulated[0] if simulated else (data.meta.get("logging") or {}).get("temperature")
     if temperature is None:
         raise ValueError(f"{logs_dir}: its log.json names no policy temperature; pass one (--temperature)")
     policies = config_policies(cfg, data.term_columns, float(temperature))
