@@ -6,10 +6,10 @@
 
 Simulator part (synthetic): the team's terms of examples/offline_ab.py (running CTR and LVTR counters and a
 ridge content model on the features of the previous segment, each Platt-calibrated on the val rooms), the arms
-config that example builds (control = ctr + lvtr; treatment = control + 1 x content), both made stochastic by
-Plackett-Luce at ``--temperature``. For each seed: a fresh population, the control arm's log, the treatment's
-online truth on the same requests (``--truth-replicates`` runs), every estimator of the treatment's value per
-request (clicks: the request CTR; seconds watched: play duration) and of its lift over the logging arm.
+config that example builds (control = ctr + lvtr; treatment = control + w x content, ``--weight``), both made
+stochastic by Plackett-Luce at ``--temperature``. For each seed: a fresh population, the control arm's log, the
+treatment's online truth on the same requests (``--truth-replicates`` runs), every estimator of the treatment's
+value per request (clicks: the request CTR; seconds watched: play duration) and of its lift over the logging arm.
 Prints, per estimator over the seeds: the mean and the mean absolute relative error of the value, the mean
 error of the lift (percentage points) and how often the 95 % interval held the truth.
 
@@ -46,11 +46,11 @@ def _world(args: argparse.Namespace) -> Path:
     return world
 
 
-def _config(world: Path) -> Dict[str, Any]:
+def _config(world: Path, weight: float) -> Dict[str, Any]:
     sys.path.insert(0, str(REPO / "examples"))
     from offline_ab import build_config, team_scores  # the example's terms and arms config
 
-    return build_config(team_scores(world), None, 1.0)
+    return build_config(team_scores(world), None, weight)
 
 
 def _seed_run(args, world, cfg, seed: int) -> Dict[str, Any]:
@@ -90,7 +90,7 @@ def _table(results: List[Dict[str, Any]]) -> List[str]:
 def _simulator_part(args) -> None:
     world = _world(args)
     t0 = time.perf_counter()
-    cfg = _config(world)
+    cfg = _config(world, args.weight)
     print(f"world {world}; team terms in {time.perf_counter() - t0:.1f} s")
     results = []
     for seed in range(args.seeds):
@@ -102,11 +102,11 @@ def _simulator_part(args) -> None:
               f"slate ESS {d['slate']['ess']:.0f}, prefix ESS {d['prefix']['ess']:.0f}, "
               f"trustworthy {r['policies']['treatment']['trustworthy']} ({time.perf_counter() - t1:.1f} s)", flush=True)
     first = results[0]
-    truth = first["policies"]["treatment"]["rewards"]
+    lifts = {r: np.mean([x["policies"]["treatment"]["rewards"][r]["truth"]["lift"]["value"] for x in results])
+             for r in ("click", "watch_s")}
     print(f"\ntreatment {first['policies']['treatment']['policy']['describe']} vs logging "
           f"{first['log']['meta']['logging']['describe']}, temperature {args.temperature}; "
-          f"seed 0 true lift: CTR {100 * truth['click']['truth']['lift']['value']:+.2f}%, "
-          f"play {100 * truth['watch_s']['truth']['lift']['value']:+.2f}%")
+          f"true lift (mean over seeds): CTR {100 * lifts['click']:+.2f}%, play {100 * lifts['watch_s']:+.2f}%")
     print(f"\nSimulator (synthetic), {args.seeds} seeds x {args.users} users:\n")
     print("\n".join(_table(results)))
 
@@ -162,6 +162,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=20)
     p.add_argument("--users", type=int, default=20_000)
     p.add_argument("--temperature", type=float, default=0.2)
+    p.add_argument("--weight", type=float, default=1.0, help="the content term's weight in the treatment")
     p.add_argument("--slate-size", type=int, default=5)
     p.add_argument("--truth-replicates", type=int, default=8)
     p.add_argument("--n-boot", type=int, default=200)

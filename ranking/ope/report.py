@@ -131,7 +131,7 @@ def _figure(result: Mapping[str, Any]) -> bytes:
             t = block["truth"]
             names = list(block["estimates"])
             ax.fill_between([x - 0.5, x + len(names) - 0.5], t["value"] - 2 * t["se"], t["value"] + 2 * t["se"],
-                            color="k", alpha=0.12, linewidth=0)
+                            color="k", alpha=0.12, linewidth=0, label="truth ± 2 SE" if x == 0 else None)
             ax.hlines(t["value"], x - 0.5, x + len(names) - 0.5, colors="k", linestyles="--",
                       label="truth" if x == 0 else None)
             for i, est in enumerate(names):

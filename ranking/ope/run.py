@@ -78,7 +78,8 @@ def run_ope(logs_dir: Union[str, Path], out_dir: Union[str, Path],
     data = read_logs(logs_dir)
     cfg = _config(arms_config)
     if temperature is None:  # the temperature the log's truth was simulated at, else the logging policy's
-        simulated = [v["policy"]["temperature"] for k, v in (data.meta.get("truth") or {}).items() if k != "__logging__"]
+        truth = data.meta.get("truth") or {}
+        simulated = [v["policy"]["temperature"] for k, v in truth.items() if k != "__logging__"]
         temperature = simulated[0] if simulated else (data.meta.get("logging") or {}).get("temperature")
     if temperature is None:
         raise ValueError(f"{logs_dir}: its log.json names no policy temperature; pass one (--temperature)")
