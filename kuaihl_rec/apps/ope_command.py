@@ -16,6 +16,7 @@ import functools
 from pathlib import Path
 
 from kuaihl_rec.apps.cli_checks import UsageError, require_at_least, require_choice, require_path, require_writable
+from kuaihl_rec.apps.commands import _parse_days
 
 __all__ = ["add_parser", "cmd_ope"]
 
@@ -52,18 +53,22 @@ def _positive(value, flag: str) -> None:
         raise UsageError(f"{flag} expects a number > 0, got {value}")
 
 
+def _check_simulation_flags(args: argparse.Namespace) -> None:
+    """The --world flags, checked before anything is read or made."""
+    _parse_days(args.days)
+    require_at_least(args.users, "--users")
+    require_at_least(args.slate_size, "--slate-size")
+    require_at_least(args.truth_replicates, "--truth-replicates", 2)
+    require_choice(args.click_model, "--click-model", CLICK_MODELS, "click model")
+
+
 def _simulate(args: argparse.Namespace, out: Path) -> Path:
     # lazy: each command imports only what it runs (kuaihl --help must not load torch)
-    from kuaihl_rec.apps.commands import _parse_days
     from kuaihl_rec.train.evaluate import evaluate_run
     from ranking.ope.logsim import OpeSimConfig
     from ranking.ope.run import write_simulated_logs
 
     days = _parse_days(args.days)
-    require_at_least(args.users, "--users")
-    require_at_least(args.slate_size, "--slate-size")
-    require_at_least(args.truth_replicates, "--truth-replicates", 2)
-    require_choice(args.click_model, "--click-model", CLICK_MODELS, "click model")
     target = 0.2 if args.temperature is None else args.temperature
     logging_t = target if args.logging_temperature is None else args.logging_temperature
     cfg = OpeSimConfig(temperature=logging_t, target_temperature=target, slate_size=args.slate_size,
@@ -84,6 +89,8 @@ def cmd_ope(args: argparse.Namespace) -> int:
     require_path(args.world, "--world", "a world directory (make one with `kuaihl world --out DIR`)")
     require_path(args.config, "--config", "an arms config (YAML/JSON)")
     require_writable(args.out)
+    if args.world:
+        _check_simulation_flags(args)
     # lazy: each command imports only what it runs (kuaihl --help must not load pyarrow)
     from ranking.ope.report import summary_lines
     from ranking.ope.run import run_ope
