@@ -102,5 +102,10 @@ def test_kuaihl_ope_on_a_hand_made_log(tmp_path, capsys):
     assert set(result["policies"]) == {"control"}  # the built-in config: control = ctr + lvtr
     estimates = result["policies"]["control"]["rewards"]["click"]["estimates"]
     assert set(estimates) == {"dm", "ips", "snips", "iips", "rips", "dr"}
+    # 3 requests: every weight family's effective sample size is far below 100, so every weighted estimate is
+    # flagged (the direct method uses no weights)
+    assert {k: e["trustworthy"] for k, e in estimates.items()} == {"dm": None, "ips": False, "snips": False,
+                                                                   "iips": False, "rips": False, "dr": False}
+    assert "WARNING slate weights untrustworthy (effective sample size" in capsys.readouterr().out
     assert (tmp_path / "out" / "report.md").read_text().startswith("# Off-policy evaluation")
     assert not (tmp_path / "out" / "figures").exists()  # no truth, no estimate-vs-truth figure

@@ -87,7 +87,7 @@ def test_ips_snips_dr_equal_the_formulas_written_out(logs, dist):
 
 
 def test_bts_check_reports_both_action_distributions(logs):
-    out = bts_check(OBD, n_sim=20_000, n_boot=200)
+    out = bts_check(OBD, n_sim=10_000, n_boot=100)
     assert out["bts_on_policy"]["value"] == pytest.approx(0.0042)
     for source in ("prior_monte_carlo", "bts_log_propensities"):
         block = out["estimates"][source]["estimators"]

@@ -14,7 +14,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ranking.ope.estimators import Contributions, available, contributions
+from ranking.ope.estimators import ESTIMATORS, Contributions, available, contributions
 from ranking.ope.intervals import (
     DiagnosticThresholds,
     SessionBootstrap,
@@ -99,12 +99,17 @@ def evaluate_log(data: LoggedData, policies: Mapping[str, StochasticPolicy], rew
         diagnostics = {f: weight_diagnostics(family_weights(probe, f), thresholds, f) for f in families(names)}
         entry: Dict[str, Any] = {"policy": policy.to_dict(), "estimators": names, "diagnostics": diagnostics,
                                  "trustworthy": all(d["trustworthy"] for d in diagnostics.values()), "rewards": {}}
+        # "trustworthy": every weight family is; each estimate also carries its own family's verdict
         for reward in rewards:
-            entry["rewards"][reward] = _reward_block(arrays, probs, reward, q_hats[reward], boot, on_policy[reward],
-                                                     truth, names)
+            block = _reward_block(arrays, probs, reward, q_hats[reward], boot, on_policy[reward], truth, names)
+            for est, e in block["estimates"].items():  # an estimate is as trustworthy as the weights it uses
+                family = ESTIMATORS[est][1]
+                e["weights"] = family
+                e["trustworthy"] = diagnostics[family]["trustworthy"] if family in diagnostics else None
+            entry["rewards"][reward] = block
         for d in diagnostics.values():
             for warning in d["warnings"]:
-                logger.warning("ope: policy %s, %s weights: %s; its estimates are not trustworthy", name, d["family"],
-                               warning)
+                users = ", ".join(n for n in names if ESTIMATORS[n][1] == d["family"])
+                logger.warning("ope: policy %s, %s weights: %s; not trustworthy: %s", name, d["family"], warning, users)
         result["policies"][name] = entry
     return result

@@ -42,8 +42,8 @@ def _has_truth(result: Mapping[str, Any]) -> bool:
 
 def _reward_table(result: Mapping[str, Any], reward: str) -> List[str]:
     truth = _has_truth(result)
-    head = "| policy | estimator | estimate | 95% CI | lift vs logging | lift 95% CI |"
-    rule = "|---|---|---:|---|---:|---|"
+    head = "| policy | estimator | weights ok | estimate | 95% CI | lift vs logging | lift 95% CI |"
+    rule = "|---|---|---|---:|---|---:|---|"
     if truth:
         head += " truth | relative error | true lift |"
         rule += "---:|---:|---:|"
@@ -51,7 +51,8 @@ def _reward_table(result: Mapping[str, Any], reward: str) -> List[str]:
     for name, entry in result["policies"].items():
         block = entry["rewards"][reward]
         for est, e in block["estimates"].items():
-            line = f"| {name} | {est} | {_num(e['value'])} | {_ci(e)} | {_pct(e['lift']['value'])} | " \
+            ok = {True: "yes", False: "**no**", None: "(no weights)"}[e.get("trustworthy")]
+            line = f"| {name} | {est} | {ok} | {_num(e['value'])} | {_ci(e)} | {_pct(e['lift']['value'])} | " \
                    f"[{_pct(e['lift']['ci'][0])}, {_pct(e['lift']['ci'][1])}] |"
             if truth:
                 t = block.get("truth")
@@ -112,8 +113,10 @@ def summary_lines(result: Mapping[str, Any]) -> List[str]:
             parts = [f"{est} {_num(e['value'])} {_ci(e)}" for est, e in block["estimates"].items()]
             truth = f" | truth {_num(block['truth']['value'])}" if "truth" in block else ""
             out.append(f"{name} {reward}: " + "; ".join(parts) + truth)
-        if not entry["trustworthy"]:
-            out.append(f"{name}: WARNING weights untrustworthy (see report.md, weight diagnostics)")
+        for family, d in entry["diagnostics"].items():
+            if not d["trustworthy"]:
+                out.append(f"{name}: WARNING {family} weights untrustworthy ({'; '.join(d['warnings'])}): see "
+                           "report.md, weight diagnostics")
     return out
 
 
