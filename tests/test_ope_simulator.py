@@ -105,6 +105,7 @@ def test_kuaihl_ope_simulates_and_evaluates_a_world(tiny_world, tmp_path, capsys
     # the control is the logging policy: every weight is 1 and IPS is the log's mean
     assert result["policies"]["control"]["diagnostics"]["slate"]["max_weight"] == pytest.approx(1.0)
     assert block["estimates"]["ips"]["value"] == pytest.approx(result["on_policy"]["click"]["value"])
+    assert block["truth"]["lift"]["value"] == 0.0  # common random numbers: the same policy online is the same
     assert (out / "figures" / "ope_vs_truth.png").stat().st_size > 0 and (out / "logs" / "log.json").exists()
     # the written log evaluates again to the same numbers
     assert main(["ope", "--logs", str(out / "logs"), "--out", str(tmp_path / "again"), "--n-boot", "50", "-q"]) == 0

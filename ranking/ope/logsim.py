@@ -15,8 +15,9 @@ where the user did not click, whether or not they looked), with the logging poli
 and prefix propensities (:mod:`ranking.ope.plackett_luce`).
 
 Truth: each target policy (and the logging one) is simulated online on the same requests ``replicates``
-times with fresh random numbers; its value is the mean reward per request, its standard error the
-spread of the replicate means (the randomness left once the requests are fixed).
+times with fresh random numbers (replicate m shares its random numbers across policies, so the true
+lifts are paired); its value is the mean reward per request, its standard error the spread of the
+replicate means (the randomness left once the requests are fixed).
 """
 
 from __future__ import annotations
@@ -148,11 +149,12 @@ def _session_key(pop: Population, req: Requests, seed_mix: np.uint64) -> np.ndar
 
 
 def _online_truth(policy: StochasticPolicy, world: SimWorld, pop: Population, sim_cfg: SimConfig,
-                  cfg: OpeSimConfig, req: Requests, seed: int, name: str) -> Dict[str, np.ndarray]:
-    """Replicate means ``[M]`` per reward of ``policy`` run online on the requests."""
+                  cfg: OpeSimConfig, req: Requests, seed: int) -> Dict[str, np.ndarray]:
+    """Replicate means ``[M]`` per reward of ``policy`` run online on the requests; replicate m uses the same
+    random numbers for every policy (common random numbers: the true lifts are paired)."""
     out = {r: np.zeros(cfg.truth_replicates) for r in REWARDS}
     for m in range(cfg.truth_replicates):
-        mix = np.uint64(stable_hash("ope-truth", seed, name, m) & UINT64_MASK)
+        mix = np.uint64(stable_hash("ope-truth", seed, m) & UINT64_MASK)
         chosen, _ = _draw_lists(policy, req, _session_key(pop, req, mix), cfg.slate_size)
         click, watch = _react(world, pop, sim_cfg, cfg.click_model, req, chosen, mix)
         out["click"][m], out["watch_s"][m] = click.sum(axis=1).mean(), watch.sum(axis=1).mean()
@@ -196,10 +198,10 @@ def simulate_log(world: SimWorld, values: Mapping[str, np.ndarray], logging_poli
     click, watch = _react(world, pop, sim_cfg, cfg.click_model, req, chosen, mix)
     impressions, candidates = _log_tables(req, pop, chosen, logw, click, watch)
     truth: Dict[str, Any] = {}
-    logging_reps = _online_truth(logging_policy, world, pop, sim_cfg, cfg, req, seed, "__logging__")
+    logging_reps = _online_truth(logging_policy, world, pop, sim_cfg, cfg, req, seed)
     truth["__logging__"] = {"policy": logging_policy.to_dict(), **{r: _summary(v) for r, v in logging_reps.items()}}
     for name, policy in targets.items():
-        reps = _online_truth(policy, world, pop, sim_cfg, cfg, req, seed, name)
+        reps = _online_truth(policy, world, pop, sim_cfg, cfg, req, seed)
         truth[name] = {"policy": policy.to_dict(), **{r: _summary(v) for r, v in reps.items()},
                        "lift": {r: _summary(reps[r] / logging_reps[r] - 1.0) for r in REWARDS}}
     meta = {"source": "simulator", "logging": logging_policy.to_dict(), "slate_size": cfg.slate_size,

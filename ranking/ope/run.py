@@ -55,7 +55,8 @@ def write_simulated_logs(world: Any, logs_dir: Union[str, Path], arms_config: Un
     """Simulate the config's control arm as the logging policy on ``world``; write the log (with the truth)."""
     logs_dir = Path(logs_dir)
     cfg = _config(copy.deepcopy(arms_config) if isinstance(arms_config, Mapping) else arms_config)
-    setup = _resolve(world, logs_dir, cfg, days, seed, progress, 0, score_run)
+    # scores of run-directory terms are cached beside the log (OUT/scores when the log is OUT/logs), not in it
+    setup = _resolve(world, logs_dir.parent, cfg, days, seed, progress, 0, score_run)
     values = {k: v.values for k, v in setup.values.items()}
     policies = {a.name: StochasticPolicy(a.formula, ope_cfg.eval_temperature) for a in setup.arms}
     logging_policy = StochasticPolicy(next(a.formula for a in setup.arms if a.name == setup.control),
