@@ -34,8 +34,9 @@ import scipy.sparse as sp
 
 __all__ = ["gumbel_top_k", "log_weights", "position_marginals", "prefix_probabilities"]
 
-#: Requests scored together by :func:`position_marginals` (bounds its memory).
+#: Requests scored together by :func:`position_marginals`, and the most (request, pair) terms held at once.
 _CHUNK = 1024
+_MAX_TERMS = 4_000_000
 
 
 def log_weights(scores: np.ndarray, temperature: float) -> np.ndarray:
@@ -132,8 +133,10 @@ def position_marginals(logw: np.ndarray, k: int) -> np.ndarray:
         cols = np.argsort(~present[rows], axis=1, kind="stable")[:, :m]
         sub = np.take_along_axis(logw[rows], cols, axis=1)
         kk = min(k, int(m))
-        for first in range(0, len(rows), _CHUNK):
-            part = slice(first, first + _CHUNK)
+        n_pairs = max(level[1].shape[1] for level in _subset_levels(int(m), kk))
+        chunk = max(1, min(_CHUNK, _MAX_TERMS // n_pairs))
+        for first in range(0, len(rows), chunk):
+            part = slice(first, first + chunk)
             marg = _marginals_full(_normalised(sub[part]), kk)
             block = np.zeros((len(marg), n, k))
             np.put_along_axis(block[:, :, :kk], cols[part][:, :, None].repeat(kk, axis=2), marg, axis=1)
