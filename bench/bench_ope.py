@@ -65,7 +65,7 @@ def _seed_run(args, world, cfg, seed: int) -> Dict[str, Any]:
 
 
 def _table(results: List[Dict[str, Any]]) -> List[str]:
-    lines = ["| estimator | reward | mean estimate | truth (mean) | mean rel. error | mean abs. rel. error | "
+    lines = ["| estimator | reward | mean estimate | truth (mean) | mean rel. error ± se | mean abs. rel. error | "
              "lift error (pp, mean ± sd) | CI coverage (value) | CI coverage (lift) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for reward in ("click", "watch_s"):
@@ -81,7 +81,9 @@ def _table(results: List[Dict[str, Any]]) -> List[str]:
             lift_err = 100 * np.array([x["lift"]["value"] for x in e]) - 100 * true_lift
             cover = np.mean([x["ci"][0] <= t <= x["ci"][1] for x, t in zip(e, truth)])
             cover_lift = np.mean([x["lift"]["ci"][0] <= t <= x["lift"]["ci"][1] for x, t in zip(e, true_lift)])
-            lines.append(f"| {est} | {reward} | {value.mean():.4g} | {truth.mean():.4g} | {100 * rel.mean():+.2f}% | "
+            se = 100 * rel.std(ddof=1) / np.sqrt(len(rel)) if len(rel) > 1 else float("nan")
+            lines.append(f"| {est} | {reward} | {value.mean():.4g} | {truth.mean():.4g} | "
+                         f"{100 * rel.mean():+.2f}% ± {se:.2f}% | "
                          f"{100 * np.abs(rel).mean():.2f}% | {lift_err.mean():+.2f} ± {lift_err.std(ddof=1):.2f} | "
                          f"{100 * cover:.0f}% | {100 * cover_lift:.0f}% |")
     return lines

@@ -19,6 +19,7 @@ from ranking.ope.intervals import (
     DiagnosticThresholds,
     SessionBootstrap,
     families,
+    family_sessions,
     family_weights,
     weight_diagnostics,
 )
@@ -96,7 +97,8 @@ def evaluate_log(data: LoggedData, policies: Mapping[str, StochasticPolicy], rew
         truth = _truth_for(data.meta, name, policy)
         probe = slate_data(arrays, probs, rewards[0], q_hats[rewards[0]])
         names = [n for n in (estimators or available(probe)) if n in available(probe)]
-        diagnostics = {f: weight_diagnostics(family_weights(probe, f), thresholds, f) for f in families(names)}
+        diagnostics = {f: weight_diagnostics(family_weights(probe, f), thresholds, f, family_sessions(probe, f))
+                       for f in families(names)}
         entry: Dict[str, Any] = {"policy": policy.to_dict(), "estimators": names, "diagnostics": diagnostics,
                                  "trustworthy": all(d["trustworthy"] for d in diagnostics.values()), "rewards": {}}
         # "trustworthy": every weight family is; each estimate also carries its own family's verdict

@@ -10,8 +10,9 @@ Diagnostics of a weight family (slate, marginal or prefix weights of the logged 
 Kish's effective sample size ``ESS = (sum w)^2 / sum w^2`` (and its share of n), the largest weight,
 the mean weight (1 in expectation under the logging policy when pi_0 covers pi's support: a mean far from 1,
 in standard errors, means wrong propensities or missing support) and the share of the total weight held by
-the largest 1 % of weights. :func:`weight_diagnostics` flags estimates as untrustworthy by
-:class:`DiagnosticThresholds`.
+the largest 1 % of weights (the mean weight's standard error is clustered by session: the weights of one
+list, and of one session's lists, are correlated). :func:`weight_diagnostics` flags estimates as
+untrustworthy by :class:`DiagnosticThresholds`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import numpy as np
 
 from ranking.ope.estimators import ESTIMATORS, Contributions
 
-__all__ = ["DiagnosticThresholds", "SessionBootstrap", "families", "family_weights", "weight_diagnostics"]
+__all__ = ["DiagnosticThresholds", "SessionBootstrap", "families", "family_sessions", "family_weights",
+           "weight_diagnostics"]
 
 
 class SessionBootstrap:
@@ -74,9 +76,24 @@ class DiagnosticThresholds:
     max_mean_weight_z: float = 4.0
 
 
+def _mean_se(w: np.ndarray, cluster: Optional[np.ndarray]) -> float:
+    """Standard error of the mean weight; with ``cluster`` (a session per weight) the cluster-robust one,
+    ``sqrt(S / (S - 1) sum_s (W_s - mean n_s)^2) / n`` (weights of one session are correlated)."""
+    n = len(w)
+    if cluster is None:
+        return float(w.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    _, cluster = np.unique(cluster, return_inverse=True)
+    s = int(cluster.max()) + 1 if n else 0
+    if s < 2:
+        return float("nan")
+    resid = np.bincount(cluster, weights=w, minlength=s) - w.mean() * np.bincount(cluster, minlength=s)
+    return float(np.sqrt(s / (s - 1) * np.square(resid).sum()) / n)
+
+
 def weight_diagnostics(weights: np.ndarray, thresholds: DiagnosticThresholds = DiagnosticThresholds(),
-                       family: str = "") -> Dict[str, Any]:
-    """ESS, its share, max and mean weight, the top-1 % weight share and the warnings they raise."""
+                       family: str = "", cluster: Optional[np.ndarray] = None) -> Dict[str, Any]:
+    """ESS, its share, max and mean weight (standard error clustered by ``cluster`` when given), the top-1 %
+    weight share and the warnings they raise."""
     w = np.asarray(weights, np.float64)
     n = len(w)
     total, squares = float(w.sum()), float(np.square(w).sum())
@@ -84,7 +101,7 @@ def weight_diagnostics(weights: np.ndarray, thresholds: DiagnosticThresholds = D
     top = max(1, int(np.ceil(0.01 * n)))
     top_share = float(np.sort(w)[-top:].sum() / total) if total > 0 else 1.0
     mean = float(w.mean()) if n else float("nan")
-    se = float(w.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    se = _mean_se(w, cluster)
     z = abs(mean - 1.0) / se if se and np.isfinite(se) and se > 0 else (0.0 if mean == 1.0 else float("inf"))
     warnings: List[str] = []
     if ess < thresholds.min_ess:
@@ -111,6 +128,11 @@ def family_weights(data: Any, family: str) -> Optional[np.ndarray]:
     if family == "prefix":
         return data.prefix_weight
     return None
+
+
+def family_sessions(data: Any, family: str) -> np.ndarray:
+    """The session of each weight of ``family`` (per request for ``slate``, per impression row otherwise)."""
+    return data.session if family == "slate" else data.session[data.request]
 
 
 def families(names: Sequence[str]) -> List[str]:
