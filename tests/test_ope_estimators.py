@@ -179,3 +179,11 @@ def test_bootstrap_and_diagnostics():
     bad = weight_diagnostics(skew)
     assert not bad["trustworthy"] and bad["ess"] == pytest.approx(skew.sum() ** 2 / np.square(skew).sum())
     assert any("effective sample size" in w for w in bad["warnings"])
+    # correlated weights (30 equal weights per session): the mean weight's standard error is the clustered one,
+    # with equal cluster sizes the standard error of the session means
+    rng = np.random.default_rng(2)
+    per_session = rng.exponential(1.0, 200)
+    clustered = weight_diagnostics(np.repeat(per_session, 30), cluster=np.repeat(np.arange(200), 30))
+    assert clustered["mean_weight_se"] == pytest.approx(per_session.std(ddof=1) / np.sqrt(200), rel=1e-9)
+    naive = weight_diagnostics(np.repeat(per_session, 30))
+    assert naive["mean_weight_se"] < clustered["mean_weight_se"] / 4
