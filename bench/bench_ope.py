@@ -1,7 +1,7 @@
 """Benchmark of the off-policy estimators: how wrong they are where the answer is known, and the Open Bandit check.
 
     OMP_NUM_THREADS=1 python bench/bench_ope.py --world runs/world             # a world written by `kuaihl world`
-    python bench/bench_ope.py --world runs/world --seeds 20 --users 20000 --obd ../shared/data/obd
+    python bench/bench_ope.py --world runs/world --seeds 20 --users 20000 --obd DIR     # DIR: random/, bts/, prior
     python bench/bench_ope.py --preset tiny --seeds 5 --users 5000               # generates a world into --out
 
 Simulator part (synthetic): the team's terms of examples/offline_ab.py (running CTR and LVTR counters and a
@@ -168,8 +168,9 @@ def main(argv=None) -> int:
     p.add_argument("--slate-size", type=int, default=5)
     p.add_argument("--truth-replicates", type=int, default=8)
     p.add_argument("--n-boot", type=int, default=200)
-    p.add_argument("--obd", default=str(REPO.parent / "shared" / "data" / "obd"),
-                   help="the Open Bandit Dataset small sample ('' to skip)")
+    shared = Path(os.environ.get("KUAIHL_SHARED_DATA", REPO.parent / "shared" / "data"))
+    p.add_argument("--obd", default=str(shared / "obd"),
+                   help="the Open Bandit Dataset small sample: random/, bts/, prior_bts.yaml ('' to skip)")
     p.add_argument("--obd-sim", type=int, default=100_000, help="Monte Carlo draws of the BTS action distribution")
     p.add_argument("--n-boot-obd", type=int, default=1000)
     p.add_argument("--skip-simulator", action="store_true")
