@@ -157,7 +157,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     else:
         mem = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB peak RSS of the process"
     print(f"train: paper preset ({n_params / 1e6:.1f} M parameters, loss {loss_preset_for(cfg, model)}), "
-          f"{len(times)} steps: {batch / step_s:,.1f} samples/s (median step {1e3 * step_s:.1f} ms, data path included)")
+          f"{len(times)} steps: {batch / step_s:,.1f} samples/s (median step {1e3 * step_s:.1f} ms, "
+          "data path included)")
     print(f"model FLOPs per step (forward + backward): {flops / 1e9:.1f} GFLOP; MFU {mfu}")
     print(f"peak memory: {mem}")
     print(f"gpu_check: done in {time.perf_counter() - t_start:.0f} s")

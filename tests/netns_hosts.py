@@ -31,9 +31,11 @@ def netns_unavailable() -> Optional[str]:
         return "needs root (creates network namespaces and a veth pair)"
     if shutil.which("ip") is None:
         return "iproute2's `ip` is not installed"
-    probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    name = f"{PREFIX}{os.getpid()}-probe-h0"
+    probe = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, timeout=30)
     if probe.returncode != 0:
-        return f"`ip netns` is unavailable: {probe.stderr.strip()}"
+        return f"`ip netns add` is unavailable here: {probe.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
     return None
 
 
@@ -93,7 +95,7 @@ def remove_leftovers() -> List[str]:
     removed = []
     for line in out.splitlines():
         name = line.split()[0] if line.strip() else ""
-        m = re.match(rf"{PREFIX}(\d+)-\d+-h\d$", name)
+        m = re.match(rf"{PREFIX}(\d+)-(\d+|probe)-h\d$", name)
         if m and not os.path.exists(f"/proc/{m.group(1)}"):
             _delete(name)
             removed.append(name)

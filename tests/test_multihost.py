@@ -71,8 +71,8 @@ def _start(hosts: Sequence[Host], data: Path, out: Path, tag: str, extra: Sequen
             f"--rdzv-conf=is_host={int(i == 0)},join_timeout=60,read_timeout=30", f"--local-addr={h.addr}",
             "-m", "kuaihl_rec.apps.cli", "-q", "train", *ARGS, "--data", str(data), "--out", str(out), *extra,
         ]
-        log = open(out.parent / f"{out.name}.{tag}.host{i}.log", "w")
-        procs.append(h.popen(argv, env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO))
+        with open(out.parent / f"{out.name}.{tag}.host{i}.log", "w") as log:
+            procs.append(h.popen(argv, env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO))
     return procs
 
 

@@ -25,7 +25,9 @@ def add_parser(sub) -> None:
     p.add_argument("--local-world-size", type=int, default=8, help="ranks per host (default 8)")
     p.add_argument("--model", default="content", help="registry name (default content; see `kuaihl models`)")
     p.add_argument("--preset", default="paper", help="training preset: paper (default), small, tiny")
-    p.add_argument("--lives", type=int, default=None, help="rows of the live-id table (ID baselines; default: --streamers)")
+    p.add_argument(
+        "--lives", type=int, default=None, help="rows of the live-id table (ID baselines; default: --streamers)"
+    )
     p.add_argument("--compute-device", default="cuda", help="cuda (tables in HBM, default) or cpu (tables in DDR)")
     p.add_argument("--hbm-gib", type=float, default=80.0, help="GPU memory per rank in GiB (default 80, an H100)")
     p.add_argument("--ddr-gib", type=float, default=128.0, help="host memory per rank in GiB (default 128)")
@@ -53,12 +55,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for flag in ("hbm_gib", "ddr_gib"):
         if not getattr(args, flag) > 0:
             raise UsageError(f"--{flag.replace('_', '-')} expects a number of GiB > 0, got {getattr(args, flag)}")
-    batch = args.batch_size or TRAIN_PRESETS[args.preset].batch_size
+    preset_batch = TRAIN_PRESETS[args.preset].batch_size
+    batch = args.batch_size or preset_batch
     if batch < args.world_size:
         raise UsageError(
             f"--batch-size: the global batch {batch} is smaller than --world-size {args.world_size} (every rank needs "
-            f"at least one sample per step); pass --batch-size {args.world_size * TRAIN_PRESETS[args.preset].batch_size} "
-            "to keep the preset's batch per rank"
+            f"at least one sample per step); pass --batch-size {args.world_size * preset_batch} to keep the "
+            "preset's batch per rank"
         )
     req = PlanRequest(
         streamers=args.streamers, world_size=args.world_size, model=args.model, preset=args.preset, lives=args.lives,

@@ -155,7 +155,8 @@ def plan_at_scale(req: PlanRequest) -> PlanReport:
     global_batch = req.batch_size or cfg.batch_size
     per_rank_batch = max(global_batch // req.world_size, 1)
     tables = [
-        {"name": c.name, "rows": c.num_embeddings, "dim": c.embedding_dim, "bytes": c.num_embeddings * c.embedding_dim * 4}
+        {"name": c.name, "rows": c.num_embeddings, "dim": c.embedding_dim,
+         "bytes": c.num_embeddings * c.embedding_dim * 4}
         for _, c in table_configs(model)
     ]
     topology = make_topology(
@@ -213,8 +214,9 @@ def format_report(report: PlanReport, full: bool = False) -> str:
     """The plan as text: request, tables, the plan per table (TorchRec's own tables too when ``full``),
     memory per rank (ranks with the same figures merged)."""
     req = report.request
+    per_host = min(req.local_world_size, req.world_size)
     lines = [
-        f"plan: model {req.model}, preset {req.preset}, {req.world_size} ranks ({min(req.local_world_size, req.world_size)}"
+        f"plan: model {req.model}, preset {req.preset}, {req.world_size} ranks ({per_host}"
         f" per host), compute device {req.compute_device}, {req.hbm_gib:g} GiB HBM and {req.ddr_gib:g} GiB DDR per "
         f"rank, per-rank batch {report.per_rank_batch}",
     ]
