@@ -70,4 +70,6 @@ def test_cli_prints_the_plan_and_refuses_bad_topologies(capsys):
                  "--ddr-gib", "2"]) == 1
     assert "the tables do not fit" in capsys.readouterr().err
     assert main(["plan", "--streamers", "0", "--world-size", "8"]) == 2
+    assert main(["plan", "--streamers", "10", "--world-size", "8", "--model", "deepfm"]) == 2  # paper preset: d=512
+    assert "use --preset small" in capsys.readouterr().err
     assert main(["plan", "--streamers", "10", "--world-size", "8", "--compute-device", "tpu"]) == 2

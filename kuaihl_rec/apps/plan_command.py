@@ -42,8 +42,8 @@ def add_parser(sub) -> None:
 def cmd_plan(args: argparse.Namespace) -> int:
     """Print the plan; a topology that cannot hold the tables raises PlanDoesNotFitError (exit 1)."""
     # lazy: each command imports only what it runs (kuaihl --help must not load torch)
-    from kuaihl_rec.model.registry import list_models
-    from kuaihl_rec.train.config import TRAIN_PRESETS
+    from kuaihl_rec.model.registry import list_models, model_overrides
+    from kuaihl_rec.train.config import TRAIN_PRESETS, train_config
     from kuaihl_rec.train.planning import PlanRequest, format_report, plan_at_scale
 
     for flag in ("streamers", "world_size", "local_world_size", "lives", "batch_size", "visual_tokens",
@@ -51,6 +51,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         require_at_least(getattr(args, flag), "--" + flag.replace("_", "-"))
     require_choice(args.model, "--model", list_models(), "model")
     require_choice(args.preset, "--preset", TRAIN_PRESETS, "training preset")
+    unknown = sorted(set(train_config(args.preset, model=args.model).overrides) - set(model_overrides(args.model)))
+    if unknown:
+        raise UsageError(
+            f"--preset {args.preset} sets the model override {unknown[0]!r}, which model {args.model!r} does not "
+            "take; use --preset small"
+        )
     require_choice(args.compute_device, "--compute-device", ("cuda", "cpu"), "compute device")
     for flag in ("hbm_gib", "ddr_gib"):
         if not getattr(args, flag) > 0:

@@ -2,8 +2,8 @@
 
 Per rank, :class:`Trainer` runs named stages::
 
-    setup       the process group (gloo on CPU, nccl on CUDA; a private 1-rank group when not
-                launched by torchrun), the run directory (a fresh run refuses one holding another
+    setup       the process group (gloo on CPU, nccl on CUDA, timeout KUAIHL_DIST_TIMEOUT_S; a private
+                1-rank group when not launched by torchrun), the run directory (a fresh run refuses one holding another
                 run unless ``overwrite``; a resume checks the saved config and data fingerprint),
                 the data (train windows in train mode, val in eval mode), the model from the
                 registry -> fused row-wise Adagrad in its tables -> plan -> DMP, the dense optimizer
@@ -481,7 +481,8 @@ def train(
 ) -> Dict[str, Any]:
     """Train on ``data_dir`` into ``run_dir`` (call on every rank). Returns the final summary.
 
-    A fresh run refuses a ``run_dir`` that holds another run (``FileExistsError``) unless ``overwrite``.
+    A fresh run refuses a ``run_dir`` that holds another run (``FileExistsError``) unless ``overwrite``. A peer
+    lost in a multi-rank run raises ``PeerLostError`` (kuaihl_rec/train/distributed.py; docs/DISTRIBUTED.md).
     """
     trainer = Trainer(data_dir, run_dir, cfg, resume=resume, progress=progress, stop_after_steps=stop_after_steps,
                       overwrite=overwrite)

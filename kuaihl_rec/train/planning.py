@@ -231,7 +231,7 @@ def format_report(report: PlanReport, full: bool = False) -> str:
         lines.append(
             f"table {t['name']}: {int(t['rows']):,} rows x {t['dim']} fp32 = {int(t['bytes']) / GIB:.2f} GiB; "
             + "; ".join(f"{st}, kernel {k}" for st, k in kinds)
-            + f"; {len(rows)} shard(s): {shown} on ranks {_ranges(sorted({s.rank for s in rows}))}"
+            + f"; {len(rows)} shard(s): {shown} on {_ranks_text(sorted({s.rank for s in rows}))}"
         )
     lines.append(f"dense parameters (replicated on every rank): {report.dense_params:,} = "
                  f"{report.dense_bytes / GIB:.3f} GiB with gradients and AdamW state")
@@ -251,8 +251,12 @@ def format_report(report: PlanReport, full: bool = False) -> str:
         )
         groups.setdefault(f"{b['shards']} table shard(s), {text}", []).append(rank)
     for text, ranks in groups.items():
-        lines.append(f"  {'rank' if len(ranks) == 1 else 'ranks'} {_ranges(ranks)}: {text}")
+        lines.append(f"  {_ranks_text(ranks)}: {text}")
     return "\n".join(lines)
+
+
+def _ranks_text(ranks: List[int]) -> str:
+    return f"{'rank' if len(ranks) == 1 else 'ranks'} {_ranges(ranks)}"
 
 
 def _ranges(ranks: List[int]) -> str:
