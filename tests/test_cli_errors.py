@@ -93,12 +93,15 @@ USAGE = [
     (["demo", "--users", "0", "--out", "o", "--quick"], 2, ["--users"]),
     (["demo", "--out", "afile/o", "--quick"], 2, ["--out", "afile"]),
     (["nosuchcommand"], 2, ["nosuchcommand"]),
+    (["plan", "--streamers", "0", "--world-size", "8"], 2, ["--streamers"]),
 ]
 
 DATA = [
     (["validate", "junk.parquet"], 1, ["junk.parquet", "Parquet"]),
     (["validate", "empty"], 1, ["empty"]),
     (["klive", "empty", "--out", "o"], 1, ["live_id2aid.txt"]),
+    (["plan", "--streamers", "10000000", "--world-size", "8", "--compute-device", "cpu", "--ddr-gib", "2"], 1,
+     ["do not fit", "needs at least 12 ranks"]),
 ]
 
 

@@ -2,8 +2,8 @@
 
 Per rank, :class:`Trainer` runs named stages::
 
-    setup       the process group (gloo on CPU, nccl on CUDA; a private 1-rank group when not
-                launched by torchrun), the run directory (a fresh run refuses one holding another
+    setup       the process group (gloo on CPU, nccl on CUDA, timeout KUAIHL_DIST_TIMEOUT_S; a private
+                1-rank group when not launched by torchrun), the run directory (a fresh run refuses one holding another
                 run unless ``overwrite``; a resume checks the saved config and data fingerprint),
                 the data (train windows in train mode, val in eval mode), the model from the
                 registry -> fused row-wise Adagrad in its tables -> plan -> DMP, the dense optimizer
@@ -56,6 +56,7 @@ from kuaihl_rec.train.checkpoint import (
     set_pointers, verified_best_checkpoint,
 )
 from kuaihl_rec.train.config import TrainConfig
+from kuaihl_rec.train.distributed import dist_timeout, peer_lost_error
 from kuaihl_rec.train.records import (
     check_run_dir_free, check_saved_config, check_saved_data, data_fingerprint, finite_or_none, move_run_aside,
     plot_losses, run_identity, truncate_jsonl, versions,
@@ -89,10 +90,10 @@ def init_distributed() -> torch.device:
     if not dist.is_initialized():
         backend = "nccl" if cuda else "gloo"
         if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-            dist.init_process_group(backend=backend)
+            dist.init_process_group(backend=backend, timeout=dist_timeout())
         else:
             init = f"tcp://127.0.0.1:{_free_port()}"
-            dist.init_process_group(backend=backend, init_method=init, rank=0, world_size=1)
+            dist.init_process_group(backend=backend, init_method=init, rank=0, world_size=1, timeout=dist_timeout())
     if cuda:
         local = int(os.environ.get("LOCAL_RANK", 0))
         torch.cuda.set_device(local)
@@ -480,12 +481,19 @@ def train(
 ) -> Dict[str, Any]:
     """Train on ``data_dir`` into ``run_dir`` (call on every rank). Returns the final summary.
 
-    A fresh run refuses a ``run_dir`` that holds another run (``FileExistsError``) unless ``overwrite``.
+    A fresh run refuses a ``run_dir`` that holds another run (``FileExistsError``) unless ``overwrite``. A peer
+    lost in a multi-rank run raises ``PeerLostError`` (kuaihl_rec/train/distributed.py; docs/DISTRIBUTED.md).
     """
     trainer = Trainer(data_dir, run_dir, cfg, resume=resume, progress=progress, stop_after_steps=stop_after_steps,
                       overwrite=overwrite)
-    trainer.setup()
-    if resume:
-        trainer.restore()
-    trainer.fit()
-    return trainer.finish()
+    try:
+        trainer.setup()
+        if resume:
+            trainer.restore()
+        trainer.fit()
+        return trainer.finish()
+    except Exception as exc:  # a lost peer becomes one clear PeerLostError (kuaihl_rec/train/distributed.py)
+        lost = peer_lost_error(exc, getattr(trainer, "state", {}).get("step"))
+        if lost is None:
+            raise
+        raise lost from exc

@@ -37,6 +37,10 @@ from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 logger = logging.getLogger(__name__)
 
 
+# Share of each rank's memory the planner keeps free for dense parameters, activations and buffers.
+STORAGE_RESERVATION = 0.15
+
+
 class TableTooLargeError(RuntimeError):
     """The embedding tables would not fit in this machine's memory."""
 
@@ -100,17 +104,30 @@ def check_table_memory(
         )
 
 
-def make_topology(world_size: int, compute_device: str, ddr_cap_bytes: Optional[int] = None) -> Topology:
-    """The planner topology: ``TopologyFactory`` where torchrec has it (>= 1.9), else ``Topology``."""
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+def make_topology(
+    world_size: int,
+    compute_device: str,
+    ddr_cap_bytes: Optional[int] = None,
+    hbm_cap_bytes: Optional[int] = None,
+    local_world_size: Optional[int] = None,
+) -> Topology:
+    """The planner topology: ``TopologyFactory`` where torchrec has it (>= 1.9), else ``Topology``.
+
+    ``local_world_size`` defaults to ``LOCAL_WORLD_SIZE`` (set by torchrun), else ``world_size``.
+    """
+    local = local_world_size or int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
     try:
         from torchrec.distributed.planner.types import HardwareConfig, KernelConfig, TopologyFactory, TrainerConfig
     except ImportError:
         kwargs = {"world_size": world_size, "compute_device": compute_device, "local_world_size": local}
         if ddr_cap_bytes:
             kwargs["ddr_cap"] = ddr_cap_bytes
+        if hbm_cap_bytes:
+            kwargs["hbm_cap"] = hbm_cap_bytes
         return Topology(**kwargs)
-    trainer = TrainerConfig(world_size=world_size, local_world_size=local, ddr_cap_bytes=ddr_cap_bytes)
+    trainer = TrainerConfig(
+        world_size=world_size, local_world_size=local, ddr_cap_bytes=ddr_cap_bytes, hbm_cap_bytes=hbm_cap_bytes
+    )
     return TopologyFactory.create_topology(
         trainer_config=trainer,
         hardware_config=HardwareConfig(),
@@ -128,7 +145,7 @@ def plan_sharding(model: nn.Module, world_size: int, device: torch.device, pg=No
     planner = EmbeddingShardingPlanner(
         topology=topology,
         constraints=default_constraints(model, world_size),
-        storage_reservation=FixedPercentageStorageReservation(0.15),
+        storage_reservation=FixedPercentageStorageReservation(STORAGE_RESERVATION),
         debug=False,
     )
     sharders = get_default_sharders()
