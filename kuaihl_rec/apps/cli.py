@@ -24,6 +24,7 @@ import traceback
 from typing import List, Optional
 
 import kuaihl_rec
+from kuaihl_rec.apps import phd_command
 from kuaihl_rec.apps.commands import (  # noqa: F401  (_parse_overrides is part of the CLI's tested surface)
     UsageError,
     _parse_overrides,
@@ -237,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ranking_commands(sub)
     _add_serving_commands(sub)
     _add_demo_command(sub)
+    phd_command.add_parser(sub)
     return parser
 
 

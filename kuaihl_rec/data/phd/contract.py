@@ -22,6 +22,7 @@ row (0-based table row) and the field, and what was expected. Nothing is dropped
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Union
@@ -240,8 +241,6 @@ def write_phd(path: PathLike, data: PHDData) -> Path:
 
 def read_phd(path: PathLike) -> PHDData:
     """Read and check a PHD directory; a missing file is a ``FileNotFoundError``, bad content a ``DataError``."""
-    import json  # noqa: PLC0415  (stdlib)
-
     root = Path(path)
     for name in (MANIFEST, SEGMENTS, SELECTIONS, USERS):
         if not (root / name).is_file():

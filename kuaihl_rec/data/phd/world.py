@@ -7,7 +7,8 @@ Hidden structure (kept apart as :class:`PHDTruth`, never in the contract tables)
 * A video mixes ``topics_per_video`` topics (Dirichlet(1) weights) and is cut into shots of
   ``shot_segments`` segments; shot ``s`` has a topic ``k_s`` drawn from the mixture and a generic
   interestingness ``g_s ~ N(0, 1)``. Segment ``t`` of shot ``s`` has the latent
-  ``z_t = c_{k_s} + cue g_s e_g + shot_jitter eps_s + segment_jitter eps_t`` and features
+  ``z_t = c_{k_s} + cue g_s e_g + shot_jitter eps_s + segment_jitter eps_t`` (``eps ~ N(0, I / latent_dim)``,
+  so a jitter is the expected norm of the deviation; ``c_k`` has norm 1) and features
   ``visual_t = A_v z_t + feature_noise eps``, ``text_t = A_t z_t + text_noise eps``
   (``A_v``, ``A_t`` fixed random maps).
 * A user has ``interests_per_user`` distinct topics with Dirichlet(``interest_concentration``)
@@ -58,7 +59,7 @@ class PHDWorldConfig:
     interests_per_user: int = 3
     interest_concentration: float = 2.0
     history_size: int = 8
-    preference_signal: float = 1.0
+    preference_signal: float = 2.0
     generic_weight: float = 0.6
     highlight_noise: float = 0.3
     two_selection_prob: float = 0.3
@@ -135,8 +136,9 @@ def _video(rng: np.random.Generator, c: PHDWorldConfig, topics: np.ndarray, e_g:
         first = end
     z = np.empty((n, c.latent_dim))
     for first, end, topic, g in shots:
-        base = topics[topic] + c.cue * g * e_g + c.shot_jitter * rng.normal(size=c.latent_dim)
-        z[first:end] = base + c.segment_jitter * rng.normal(size=(end - first, c.latent_dim))
+        scale = 1.0 / np.sqrt(c.latent_dim)  # jitters are given as expected norms (the topic vector has norm 1)
+        base = topics[topic] + c.cue * g * e_g + c.shot_jitter * scale * rng.normal(size=c.latent_dim)
+        z[first:end] = base + c.segment_jitter * scale * rng.normal(size=(end - first, c.latent_dim))
     visual = z @ maps[0] + c.feature_noise * rng.normal(size=(n, c.visual_dim))
     text = z @ maps[1] + c.text_noise * rng.normal(size=(n, c.text_dim))
     return PHDVideo(visual.astype(np.float32), text.astype(np.float32)), np.asarray(shots, dtype=np.float64)
