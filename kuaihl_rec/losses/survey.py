@@ -81,9 +81,9 @@ def less_is_more_loss(f_i: Tensor, f_j: Tensor, confidence: Tensor, group_size: 
     group = torch.arange(n, device=f_i.device) // group_size
     n_groups = int(group[-1]) + 1
     # softmax within each group: subtract the group max, exponentiate, divide by the group sum
-    gmax = torch.full((n_groups,), float("-inf"), device=f_i.device).scatter_reduce(0, group, confidence, "amax")
+    gmax = confidence.new_full((n_groups,), float("-inf")).scatter_reduce(0, group, confidence, "amax")
     e = torch.exp(confidence - gmax[group])
-    w = e / torch.zeros(n_groups, device=f_i.device).index_add(0, group, e)[group]
+    w = e / confidence.new_zeros(n_groups).index_add(0, group, e)[group]
     return (w * hinge).sum() / n_groups
 
 
