@@ -42,7 +42,8 @@ Decisions (the paper is silent or inconsistent; each has an option):
 
 Table 2 ablations (:data:`PR_NET_VARIANTS`): ``G`` (generic only: ``p^c = g``), ``U`` (user-specific
 only: ``p^c = p^u``), ``meanU`` (``p^c = mean_j h~_j``), ``meanU+G`` (eq. 4-5 with the mean history
-in place of ``p^u``), ``h0`` / ``h5`` (at most 0 / 5 history clips).
+in place of ``p^u``), ``h0`` / ``h5`` (at most 0 / 5 history clips), ``residual`` (a per-frame residual
+block in place of M).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from kuaihl_rec.data.phd.examples import PHDBatch
 
 LAMBDA = 9.0
 PREFERENCES = ("full", "generic", "user", "mean_user", "mean_user_generic")
+ENCODERS = ("unet", "residual")
 EQ8_READINGS = ("log", "literal")
 
 
@@ -65,7 +67,8 @@ EQ8_READINGS = ("log", "literal")
 class PRNetConfig:
     """d: width; lam: inverse temperature (eq. 3, 5); preference: one of :data:`PREFERENCES`;
     history_size: at most this many history clips (None = all); negative_ratio: K / |Omega| (eq. 8);
-    eq8_reading: see the module doc; levels: U-Net down-sampling stages."""
+    eq8_reading: see the module doc; levels: U-Net down-sampling stages; encoder: ``"unet"`` (M, eq. 1)
+    or ``"residual"`` (Table 2's PR-Net_residual: a per-frame residual block, no temporal context)."""
 
     d: int = 64
     lam: float = LAMBDA
@@ -74,8 +77,11 @@ class PRNetConfig:
     negative_ratio: int = 5
     eq8_reading: str = "log"
     levels: int = 2
+    encoder: str = "unet"
 
     def __post_init__(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
         if self.preference not in PREFERENCES:
             raise ValueError(f"preference must be one of {PREFERENCES}, got {self.preference!r}")
         if self.eq8_reading not in EQ8_READINGS:
@@ -92,10 +98,11 @@ PR_NET_VARIANTS: Dict[str, PRNetConfig] = {
     "pr_net_meanU+G": PRNetConfig(preference="mean_user_generic"),
     "pr_net_h0": PRNetConfig(history_size=0),
     "pr_net_h5": PRNetConfig(history_size=5),
+    "pr_net_residual": PRNetConfig(encoder="residual"),
 }
 # PR-Net Tables 1-2 (mAP %, PHD-GIFs).
 PAPER_MAP = {"pr_net": 18.66, "pr_net_G": 16.78, "pr_net_U": 17.57, "pr_net_meanU": 16.87,
-             "pr_net_meanU+G": 17.21, "pr_net_h0": 16.78, "pr_net_h5": 17.48}
+             "pr_net_meanU+G": 17.21, "pr_net_h0": 16.78, "pr_net_h5": 17.48, "pr_net_residual": 16.69}
 
 
 # ----------------------------------------------------------------------------------------- eq. 2-9
@@ -150,10 +157,11 @@ def bidirectional_contrastive_loss(
 ) -> Tensor:
     """eq. 8-9 for ``[b, n]`` degrees and masks; mean over videos with a positive (0 when none)."""
     neg_inf = torch.full_like(l_deg, float("-inf"))
-    log_l = torch.log_softmax(torch.where(valid, l_deg, neg_inf), dim=1)  # log l~ (eq. 9)
-    log_b = torch.log_softmax(torch.where(valid, b_deg, neg_inf), dim=1)  # log b~
-    log_sum = torch.logaddexp(log_l, log_b)  # log(l~ + b~)
     zero = torch.zeros_like(l_deg)
+    # padding leaves the softmax (-inf), then is set to 0 so no -inf - -inf reaches a gradient
+    log_l = torch.where(valid, torch.log_softmax(torch.where(valid, l_deg, neg_inf), dim=1), zero)  # log l~ (eq. 9)
+    log_b = torch.where(valid, torch.log_softmax(torch.where(valid, b_deg, neg_inf), dim=1), zero)  # log b~
+    log_sum = torch.logaddexp(log_l, log_b)  # log(l~ + b~)
     if reading == "log":
         per = torch.where(positive, log_sum - log_l, zero) + torch.where(negative, log_sum - log_b, zero)
     elif reading == "literal":
@@ -216,6 +224,20 @@ class TemporalUNet(nn.Module):
         return (self.out(x) * m0).transpose(1, 2)
 
 
+class ResidualFrameEncoder(nn.Module):
+    """PR-Net_residual's encoder (Table 2): ``x = W_in v_t``, ``S_t = x + W_2 ReLU(W_1 x)`` per frame
+    (no temporal context); ``V [B, n, d_in]``, ``mask [B, n]`` -> ``S [B, n, d]`` (padding zeroed)."""
+
+    def __init__(self, d_in: int, d: int) -> None:
+        super().__init__()
+        self.inp = nn.Linear(d_in, d)
+        self.block = nn.Sequential(nn.Linear(d, 2 * d), nn.ReLU(), nn.Linear(2 * d, d))
+
+    def forward(self, v: Tensor, mask: Tensor) -> Tensor:
+        x = self.inp(v)
+        return (x + self.block(x)) * mask[..., None].to(x.dtype)
+
+
 # ------------------------------------------------------------------------------------------ model
 class PRNet(nn.Module):
     """PR-Net of one :class:`PRNetConfig`. ``forward(batch) -> l [b, n]`` (eq. 6, the highlight score);
@@ -224,7 +246,8 @@ class PRNet(nn.Module):
     def __init__(self, visual_dim: int, config: PRNetConfig = PRNetConfig()) -> None:
         super().__init__()
         self.config = config
-        self.encoder = TemporalUNet(visual_dim, config.d, config.levels)
+        self.encoder = (TemporalUNet(visual_dim, config.d, config.levels) if config.encoder == "unet"
+                        else ResidualFrameEncoder(visual_dim, config.d))
         self.generic = nn.Parameter(torch.randn(config.d) * 0.1)  # g (eq. 4)
         self.non_highlight = nn.Parameter(torch.randn(config.d) * 0.1)  # u (eq. 7)
 

@@ -167,3 +167,14 @@ def test_mean_history_variant_uses_the_mean_for_every_frame_and_h1_the_first_cli
     later = batch.hist_visual.clone()
     later[:, 1:] += 3.0
     assert torch.equal(model(batch.replace(hist_visual=later)), base)
+
+
+def test_padded_videos_give_finite_gradients():
+    torch.manual_seed(0)
+    model = build_pr_net("pr_net", 5, d=8)
+    batch = _batch()
+    valid = batch.valid.clone()
+    valid[1, 8:] = False
+    loss = model.training_loss(batch.replace(valid=valid, positive=batch.positive & valid))
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -17,6 +17,7 @@ train users and scored on the test users with the PHD protocol. Writes ``OUT/res
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -97,8 +98,12 @@ def _run_row(name: str, data, train, test, seed: int, epochs: int) -> Dict[str, 
         losses = train_phd(model, data, train, PHDTrainConfig(epochs=epochs, seed=seed))
         scores = score_phd(model, data, test)
     result = phd_evaluate(phd_items(data, test, scores))
-    return {"map": result["map"], "hit1": result["hit1"], "n_users": result["n_users"], "train_loss": losses,
-            "seconds": time.perf_counter() - start}
+    out = {"map": result["map"], "hit1": result["hit1"], "n_users": result["n_users"], "train_loss": losses,
+           "seconds": time.perf_counter() - start}
+    if row.uses_history:  # diagnostic: each test user scored with the next test user's history
+        other = [dataclasses.replace(e, history=test[(i + 1) % len(test)].history) for i, e in enumerate(test)]
+        out["map_other_history"] = phd_evaluate(phd_items(data, other, score_phd(model, data, other)))["map"]
+    return out
 
 
 def cmd_phd(args: argparse.Namespace) -> int:

@@ -43,6 +43,7 @@ PR_NET_DOCS = {
     "pr_net": "PR-Net (eq. 1-9)", "pr_net_G": "PR-Net_G: generic preference only", "pr_net_U": "PR-Net_U: user-specific only",
     "pr_net_meanU": "PR-Net_meanU: mean history", "pr_net_meanU+G": "PR-Net_meanU+G: mean history + generic",
     "pr_net_h0": "PR-Net_h0: no history clip", "pr_net_h5": "PR-Net_h5: at most 5 history clips",
+    "pr_net_residual": "PR-Net_residual: per-frame residual block in place of M",
 }
 
 PHD_ROWS: Dict[str, PHDRow] = {

@@ -35,6 +35,9 @@ def summarise(runs: Dict[str, Dict[str, List[Dict[str, Any]]]]) -> Dict[str, Dic
             if GENERIC_ROW in rows and name != GENERIC_ROW:
                 diff = [a - r["map"] for a, r in zip(maps, rows[GENERIC_ROW])]
                 entry["vs_generic"] = {**_stats(diff), "wins": int(sum(d > 0 for d in diff))}
+            if all("map_other_history" in r for r in results):
+                diff = [r["map"] - r["map_other_history"] for r in results]
+                entry["vs_other_history"] = {**_stats(diff), "wins": int(sum(d > 0 for d in diff))}
             if refs:
                 best = [max(rows[r][i]["map"] for r in refs) for i in range(len(maps))]
                 diff = [a - b for a, b in zip(maps, best)]
@@ -53,12 +56,13 @@ def _diff(entry: Dict[str, Any], key: str) -> str:
 
 
 def _table(rows: Dict[str, Any]) -> List[str]:
-    lines = ["| row | history | mAP (%) | HIT@1 (%) | mAP − generic (wins) | mAP − best reference (wins) | paper mAP |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| row | history | mAP (%) | HIT@1 (%) | mAP − generic (wins) | mAP − best reference (wins) "
+             "| own − other user's history (wins) | paper mAP |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, e in rows.items():
         paper = PHD_ROWS[name].paper_map
         lines.append(f"| {name} | {'yes' if e['uses_history'] else 'no'} | {_pm(e['map'])} | {_pm(e['hit1'])} | "
-                     f"{_diff(e, 'vs_generic')} | {_diff(e, 'vs_best_reference')} | "
+                     f"{_diff(e, 'vs_generic')} | {_diff(e, 'vs_best_reference')} | {_diff(e, 'vs_other_history')} | "
                      f"{'' if paper is None else f'{paper:.2f}'} |")
     return lines
 
@@ -85,7 +89,9 @@ def write_report(path: Path, summary: Dict[str, Any], worlds: Dict[str, Any], ar
              "mean ± sd over seeds (each seed draws its own world and training); differences are paired per seed, "
              "wins = seeds where the row is higher. Protocol: per test user, 30 fps frames of the target video, "
              "union of the user's selections, scores averaged in 5 s blocks, Video2GIF interpolated AP, mean × 100; "
-             "HIT@1 = the top 5 s block holds a positive frame.", ""]
+             "HIT@1 = the top 5 s block holds a positive frame. \"own − other user's history\": the same trained "
+             "model scored with each test user's own history minus with the next test user's history (does the "
+             "model use *this* user's history?).", ""]
     for world, rows in summary.items():
         cfg = worlds.get(world, {}).get("config")
         knobs = "" if cfg is None else (f" (preference_signal = {cfg.preference_signal}, generic_weight = "
