@@ -25,8 +25,8 @@ def _batch(seed=0, b=2, n=10, m=3, c=4, dv=6, dt=5):
     hv = torch.ones(b, m, c, dtype=torch.bool)
     hv[1, 2] = False  # user 1 has two history clips
     return PHDBatch(torch.randn(b, n, dv, generator=g), torch.randn(b, n, dt, generator=g), valid, labels,
-                    (labels >= 0.5) & valid, torch.randn(b, m, c, dv, generator=g), torch.randn(b, m, c, dt, generator=g),
-                    hv)
+                    (labels >= 0.5) & valid, torch.randn(b, m, c, dv, generator=g),
+                    torch.randn(b, m, c, dt, generator=g), hv)
 
 
 def _model(**fields):
@@ -63,7 +63,8 @@ def test_the_training_target_of_position_i_is_segment_i():
         logits = model(batch)
         loss = model.training_loss(batch)
     y, v = batch.labels, batch.valid
-    want = sum(-(y[b, i] * math.log(torch.sigmoid(logits[b, i])) + (1 - y[b, i]) * math.log(1 - torch.sigmoid(logits[b, i])))
+    p = torch.sigmoid(logits)
+    want = sum(-(y[b, i] * math.log(p[b, i]) + (1 - y[b, i]) * math.log(1 - p[b, i]))
                for b in range(2) for i in range(10) if v[b, i]) / v.sum()
     assert loss.item() == pytest.approx(float(want), rel=1e-5)
 

@@ -63,7 +63,8 @@ def test_twin_highlights_do_not_depend_on_the_users_interests():
 
 
 def _shots(truth):
-    return {v: (g["first"].to_numpy(), g["end"].to_numpy(), g["topic"].to_numpy()) for v, g in truth.shots.groupby("video_id")}
+    return {v: (g["first"].to_numpy(), g["end"].to_numpy(), g["topic"].to_numpy())
+            for v, g in truth.shots.groupby("video_id")}
 
 
 def _on_interest_share(data, truth):

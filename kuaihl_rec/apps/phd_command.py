@@ -58,7 +58,8 @@ def _check_args(args: argparse.Namespace) -> List[str]:
         raise UsageError(f"--models: unknown row(s) {unknown}; known: {list(PHD_ROWS)}")
     overrides = _parse_overrides(args.set)
     if "seed" in overrides or "preference_signal" in overrides and overrides["preference_signal"] == 0:
-        raise UsageError("--set seed / preference_signal=0: the command sets the seed per run and builds the twin itself")
+        raise UsageError("--set seed / preference_signal=0: the command sets the seed per run and builds the "
+                         "twin itself")
     try:
         phd_world_config(args.preset, **overrides)
     except (KeyError, TypeError, ValueError) as exc:
@@ -90,7 +91,8 @@ def _run_row(name: str, data, train, test, seed: int, epochs: int) -> Dict[str, 
     if row.build is None:
         rng = np.random.default_rng(seed)
         sizes = [data.videos[e.video_id].n_segments for e in test]
-        scores = ([random_scores(n, rng) for n in sizes] if name == "random" else [position_prior_scores(n) for n in sizes])
+        scores = ([random_scores(n, rng) for n in sizes] if name == "random"
+                  else [position_prior_scores(n) for n in sizes])
         losses: List[float] = []
     else:
         torch.manual_seed(seed)

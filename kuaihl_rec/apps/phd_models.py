@@ -40,7 +40,8 @@ def _pr(name: str) -> Callable[[PHDData], nn.Module]:
 
 
 PR_NET_DOCS = {
-    "pr_net": "PR-Net (eq. 1-9)", "pr_net_G": "PR-Net_G: generic preference only", "pr_net_U": "PR-Net_U: user-specific only",
+    "pr_net": "PR-Net (eq. 1-9)", "pr_net_G": "PR-Net_G: generic preference only",
+    "pr_net_U": "PR-Net_U: user-specific only",
     "pr_net_meanU": "PR-Net_meanU: mean history", "pr_net_meanU+G": "PR-Net_meanU+G: mean history + generic",
     "pr_net_h0": "PR-Net_h0: no history clip", "pr_net_h5": "PR-Net_h5: at most 5 history clips",
     "pr_net_residual": "PR-Net_residual: per-frame residual block in place of M",
@@ -54,8 +55,8 @@ PHD_ROWS: Dict[str, PHDRow] = {
                                          "ContentCTR-HL + Less-is-More pair loss with learned confidences", None),
     "contentctr_hl+tao_highlight": PHDRow(_hl(survey="tao_highlight"), True,
                                           "ContentCTR-HL + TaoHighlight graph fine-tuning and L_ag", None),
-    **{name: PHDRow(_pr(name), PR_NET_VARIANTS[name].preference != "generic" and PR_NET_VARIANTS[name].history_size != 0,
-                    PR_NET_DOCS[name], PAPER_MAP[name]) for name in PR_NET_VARIANTS},
+    **{name: PHDRow(_pr(name), cfg.preference != "generic" and cfg.history_size != 0, PR_NET_DOCS[name],
+                    PAPER_MAP[name]) for name, cfg in PR_NET_VARIANTS.items()},
     "random": PHDRow(None, False, "reference: uniform random segment scores", None),
     "position_prior": PHDRow(None, False, "reference: earlier segments first", None),
 }

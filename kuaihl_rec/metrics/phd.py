@@ -78,7 +78,8 @@ def item_frames(item: PHDItem, fps: int = FPS, block_seconds: float = BLOCK_SECO
     """(labels, block-averaged scores) over the frames of one item."""
     n = n_frames_of(item.duration_s, fps)
     labels = frame_labels(item.selections, n, fps)
-    scores = block_average(frame_scores(item.segment_scores, item.segment_seconds, n, fps), int(round(block_seconds * fps)))
+    frames = frame_scores(item.segment_scores, item.segment_seconds, n, fps)
+    scores = block_average(frames, int(round(block_seconds * fps)))
     return labels, scores
 
 

@@ -3,7 +3,8 @@
 A PHD directory holds four files::
 
     phd.json            {"format": "kuaihl-phd", "version": 1, "segment_seconds": s}
-    segments.parquet    video_id: string, segment: int64 (0 .. T-1, each once), visual: list<float32>, text: list<float32>
+    segments.parquet    video_id: string, segment: int64 (0 .. T-1, each once),
+                        visual: list<float32>, text: list<float32>
     selections.parquet  user_id: string, video_id: string, start: float64 (s), duration: float64 (s), role: string
     users.parquet       user_id: string, split: string ("train" | "val" | "test")
 
@@ -193,7 +194,8 @@ def _videos_from_table(df: pd.DataFrame, where: str) -> Dict[str, PHDVideo]:
             if arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr)):
                 raise _fail(where, row, column, "expected a non-empty list of finite numbers")
             if widths.setdefault(column, arr.size) != arr.size:
-                raise _fail(where, row, column, f"expected {widths[column]} numbers (the table's width), got {arr.size}")
+                raise _fail(where, row, column, f"expected {widths[column]} numbers (the table's width), "
+                            f"got {arr.size}")
     videos: Dict[str, PHDVideo] = {}
     for video, group in df.groupby("video_id", sort=False):
         seg = group["segment"].to_numpy()

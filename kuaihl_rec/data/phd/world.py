@@ -112,7 +112,8 @@ def utility(topics: np.ndarray, generic: np.ndarray, affinity: np.ndarray, noise
             config: PHDWorldConfig) -> np.ndarray:
     """``h_s = preference_signal a(k_s) + generic_weight g_s + highlight_noise eps_s`` for the shots
     of one video: ``topics`` int ``[S]``, ``generic`` ``[S]``, ``affinity`` ``[K]``, ``noise`` ``[S]``."""
-    return config.preference_signal * affinity[topics] + config.generic_weight * generic + config.highlight_noise * noise
+    c = config
+    return c.preference_signal * affinity[topics] + c.generic_weight * generic + c.highlight_noise * noise
 
 
 def _rngs(seed: int) -> Dict[str, np.random.Generator]:
