@@ -32,6 +32,13 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, capsys, argv, message):
     assert not (tmp_path / "out").exists()
 
 
+def test_an_used_report_directory_is_refused(tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "results.json").write_text("{}")
+    assert main(["phd", "--out", str(tmp_path / "out")]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_the_command_writes_both_worlds_with_every_row(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}

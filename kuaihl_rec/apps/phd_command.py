@@ -65,6 +65,8 @@ def _check_args(args: argparse.Namespace) -> List[str]:
     except (KeyError, TypeError, ValueError) as exc:
         raise UsageError(f"world: {exc.args[0] if exc.args else exc}") from None
     require_writable(args.out, "--out")
+    if Path(args.out).is_dir() and any(Path(args.out).iterdir()):
+        raise UsageError(f"--out {args.out}: not empty (a report directory belongs to one run; choose a new one)")
     return rows
 
 
