@@ -65,3 +65,6 @@ PHD_ROWS: Dict[str, PHDRow] = {
 PAPER_OTHER_ROWS = {"Video2GIF": 14.75, "A-VHD": 16.68, "PHD-GIFs": 16.25, "Adaptive-H-FCSN": 15.65,
                     "PAC-Net": 17.51, "ShowMe": 16.40}
 GENERIC_ROW = "contentctr_hl_no_history"
+# Each trained row's history-free counterpart of the same architecture (the paired comparison of the report).
+GENERIC_OF = {**{name: GENERIC_ROW for name in PHD_ROWS if name.startswith("contentctr_hl")},
+              **{name: "pr_net_G" for name in PR_NET_VARIANTS}}

@@ -9,7 +9,7 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from kuaihl_rec.apps.phd_models import GENERIC_ROW, PAPER_OTHER_ROWS, PHD_ROWS
+from kuaihl_rec.apps.phd_models import GENERIC_OF, GENERIC_ROW, PAPER_OTHER_ROWS, PHD_ROWS
 from kuaihl_rec.data.io import atomic_write_bytes
 
 WORLD_TITLES = {"personalised": "Personalised world (history carries signal)",
@@ -28,13 +28,18 @@ def summarise(runs: Dict[str, Dict[str, List[Dict[str, Any]]]]) -> Dict[str, Dic
     for world, rows in runs.items():
         out[world] = {}
         refs = [r for r in ("random", "position_prior") if r in rows]
-        for name, results in rows.items():
+        for name in [r for r in PHD_ROWS if r in rows]:  # the table order, whatever order the runs came in
+            results = rows[name]
             maps = [r["map"] for r in results]
             entry = {"map": _stats(maps), "hit1": _stats([r["hit1"] for r in results]),
                      "uses_history": PHD_ROWS[name].uses_history}
             if GENERIC_ROW in rows and name != GENERIC_ROW:
                 diff = [a - r["map"] for a, r in zip(maps, rows[GENERIC_ROW])]
                 entry["vs_generic"] = {**_stats(diff), "wins": int(sum(d > 0 for d in diff))}
+            twin = GENERIC_OF.get(name)
+            if twin in rows and twin != name:
+                diff = [a - r["map"] for a, r in zip(maps, rows[twin])]
+                entry["vs_own_generic"] = {**_stats(diff), "wins": int(sum(d > 0 for d in diff)), "row": twin}
             if all("map_other_history" in r for r in results):
                 diff = [r["map"] - r["map_other_history"] for r in results]
                 entry["vs_other_history"] = {**_stats(diff), "wins": int(sum(d > 0 for d in diff))}
@@ -56,26 +61,35 @@ def _diff(entry: Dict[str, Any], key: str) -> str:
 
 
 def _table(rows: Dict[str, Any]) -> List[str]:
-    lines = ["| row | history | mAP (%) | HIT@1 (%) | mAP − generic (wins) | mAP − best reference (wins) "
-             "| own − other user's history (wins) | paper mAP |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| row | history | mAP (%) | HIT@1 (%) | mAP − generic (wins) | mAP − same-architecture generic (wins) "
+             "| mAP − best reference (wins) | own − other user's history (wins) | paper mAP |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, e in rows.items():
         paper = PHD_ROWS[name].paper_map
         lines.append(f"| {name} | {'yes' if e['uses_history'] else 'no'} | {_pm(e['map'])} | {_pm(e['hit1'])} | "
-                     f"{_diff(e, 'vs_generic')} | {_diff(e, 'vs_best_reference')} | {_diff(e, 'vs_other_history')} | "
+                     f"{_diff(e, 'vs_generic')} | {_diff(e, 'vs_own_generic')} | {_diff(e, 'vs_best_reference')} | "
+                     f"{_diff(e, 'vs_other_history')} | "
                      f"{'' if paper is None else f'{paper:.2f}'} |")
     return lines
 
 
+def _always(hist: Dict[str, Any], key: str) -> List[str]:
+    return [n for n, e in hist.items() if key in e and e[key]["wins"] == e[key]["n"]]
+
+
 def _verdict(world: str, rows: Dict[str, Any]) -> List[str]:
-    hist = {n: e for n, e in rows.items() if e["uses_history"] and "vs_generic" in e}
+    hist = {n: e for n, e in rows.items() if e["uses_history"]}
     if not hist:
         return []
-    beat = [n for n, e in hist.items() if e["vs_generic"]["wins"] == e["vs_generic"]["n"]]
-    ref = [n for n, e in hist.items() if "vs_best_reference" in e and e["vs_best_reference"]["wins"] == e["map"]["n"]]
-    return [f"History-using rows above the generic model in every seed: {', '.join(beat) or 'none'} "
-            f"({len(beat)}/{len(hist)}); above the best reference in every seed: {', '.join(ref) or 'none'} "
-            f"({len(ref)}/{len(hist)})."]
+    out = []
+    for key, what in (("vs_generic", "the generic model (ContentCTR-HL w/o history)"),
+                      ("vs_own_generic", "their same-architecture generic row"),
+                      ("vs_best_reference", "the best reference"),
+                      ("vs_other_history", "themselves scored with another user's history")):
+        names = _always(hist, key)
+        out.append(f"- history-using rows above {what} in every seed: {', '.join(names) or 'none'} "
+                   f"({len(names)}/{len(hist)})")
+    return out
 
 
 def write_report(path: Path, summary: Dict[str, Any], worlds: Dict[str, Any], args: argparse.Namespace) -> None:
@@ -89,7 +103,9 @@ def write_report(path: Path, summary: Dict[str, Any], worlds: Dict[str, Any], ar
              "mean ± sd over seeds (each seed draws its own world and training); differences are paired per seed, "
              "wins = seeds where the row is higher. Protocol: per test user, 30 fps frames of the target video, "
              "union of the user's selections, scores averaged in 5 s blocks, Video2GIF interpolated AP, mean × 100; "
-             "HIT@1 = the top 5 s block holds a positive frame. \"own − other user's history\": the same trained "
+             "HIT@1 = the top 5 s block holds a positive frame. \"generic\" = ContentCTR-HL w/o history; "
+             "\"same-architecture generic\" = ContentCTR-HL w/o history for the ContentCTR-HL rows, PR-Net_G for "
+             "the PR-Net rows. \"own − other user's history\": the same trained "
              "model scored with each test user's own history minus with the next test user's history (does the "
              "model use *this* user's history?).", ""]
     for world, rows in summary.items():
