@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from kuaihl_rec.data.phd.examples import PHDBatch
+from kuaihl_rec.data.phd.examples import PHDBatch, user_examples
+from kuaihl_rec.data.phd.world import generate_phd_world, phd_world_config
 from kuaihl_rec.losses.survey import clip_agreement_loss, less_is_more_loss, positive_run, sample_pairs
 from kuaihl_rec.model.content_hl import ContentHL, ContentHLConfig, GraphRefine
+from kuaihl_rec.train import phd as phd_train
 
 
 def _batch(seed=0, b=2, n=10, m=3, c=4, dv=6, dt=5):
@@ -143,3 +145,21 @@ def test_graph_refine_changes_only_the_top_k():
     out, _ = refine(h, logits, valid)
     changed = torch.nonzero(out[0] != logits[0]).flatten().tolist()
     assert changed == [1, 3]  # the two highest valid logits; the padding's 9.0 is not a node
+
+
+def test_training_follows_a_cosine_schedule(monkeypatch):
+    """kuaihl_rec.train.phd: lr_t = lr (1 + cos(pi t / T)) / 2 over all T steps (ContentCTR 4.3.2)."""
+    seen = []
+
+    class Recording(torch.optim.Adam):
+        def step(self, closure=None):
+            seen.append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    monkeypatch.setattr(phd_train.torch.optim, "Adam", Recording)
+    data, _ = generate_phd_world(phd_world_config("tiny"))
+    examples = user_examples(data, "train")[:8]
+    model = ContentHL(data.visual_dim, data.text_dim, ContentHLConfig(d=16, d_head=8, window=32))
+    phd_train.train_phd(model, data, examples, phd_train.PHDTrainConfig(epochs=3, batch_size=4, lr=1e-3))
+    T = 3 * 2
+    assert seen == pytest.approx([1e-3 * (1 + math.cos(math.pi * t / T)) / 2 for t in range(T)])
