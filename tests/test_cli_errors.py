@@ -92,6 +92,8 @@ USAGE = [
     (["demo", "--preset", "nope", "--out", "o", "--quick"], 2, ["nope", "preset"]),
     (["demo", "--users", "0", "--out", "o", "--quick"], 2, ["--users"]),
     (["demo", "--out", "afile/o", "--quick"], 2, ["--out", "afile"]),
+    (["phd", "--out", "o", "--seeds", "0"], 2, ["--seeds"]),
+    (["phd", "--out", "o", "--models", "no_such_row"], 2, ["no_such_row"]),
     (["nosuchcommand"], 2, ["nosuchcommand"]),
     (["plan", "--streamers", "0", "--world-size", "8"], 2, ["--streamers"]),
 ]

@@ -24,7 +24,7 @@ import traceback
 from typing import List, Optional
 
 import kuaihl_rec
-from kuaihl_rec.apps import ope_command, plan_command
+from kuaihl_rec.apps import ope_command, phd_command, plan_command
 from kuaihl_rec.apps.commands import (  # noqa: F401  (_parse_overrides is part of the CLI's tested surface)
     UsageError,
     _parse_overrides,
@@ -240,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serving_commands(sub)
     _add_demo_command(sub)
     plan_command.add_parser(sub)
+    phd_command.add_parser(sub)
     return parser
 
 

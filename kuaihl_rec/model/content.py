@@ -22,12 +22,14 @@ collection unchanged (the collection only reads its own feature ``"streamer_id"`
 by ``TrainPipelineSparseDist``: :meth:`ContentCTR.encode` has no data-dependent control flow,
 every check lives inside the dense sub-modules.
 
-ContentCTR-HL (``content_hl``, ContentCTR 4.2 / Table 2): the id embedding is replaced by a
-"user history feature" and the mask is fully visible. The papers use the user's history
-highlight frames; our data has none, so **the history feature is a proxy**: the mean of the
-window's fused tokens E_f over all real positions (``batch.valid``) and tokens, followed by a
-linear map. It sees the whole window, so this mode is not causal by design (it scores a whole
-video, like the PHD task), and the decoder uses ``batch.valid`` as key-padding mask.
+ContentCTR-HL on live-stream windows (``content_hl``): the id embedding is replaced by a
+"history feature" and the mask is fully visible. Live-stream windows have no user history, so
+**the history feature here is a proxy**: the mean of the window's fused tokens E_f over all real
+positions (``batch.valid``) and tokens, followed by a linear map; and the window's labels are the
+*next* segment's, so with the fully visible mask position i reads segment i+1, whose label it is
+trained on: this entry's scores evaluate nothing (it stays for the registry's smoke tests). The
+task as the paper defines it (user-history feature, labels not shifted, PHD evaluation) is
+:class:`kuaihl_rec.model.content_hl.ContentHL` on PHD batches (docs/HIGHLIGHTS.md).
 
 Without the id (``use_id=False``) a learned latent vector shared by all streamers replaces E_u
 (the "learned latent query" of a Perceiver), so every fusion mode keeps its equations.
@@ -443,7 +445,8 @@ CONTENT_VARIANTS: Dict[str, Variant] = {
     "content_no_id": Variant({"use_id": False}, "contentctr", "modality ablation: without ID", {"drop_pct": -0.51}),
     # ContentCTR-HL optimises point + align only (ContentCTR 4.2): loss preset "contentctr_hl".
     "content_hl": Variant({"id_source": "history", "causal": False}, "contentctr_hl",
-                          "ContentCTR-HL: history feature, fully visible mask", {"map": 21.89}),
+                          "ContentCTR-HL proxy on live windows (leaks the next label; the task: "
+                          "kuaihl_rec.model.content_hl, `kuaihl phd`)", {"map": 21.89}),
 }
 
 
