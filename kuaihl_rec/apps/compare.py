@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 from kuaihl_rec.apps.compare_entries import (  # noqa: F401  (re-exported: the rows are part of this command's API)
     ALL_ENTRIES,
     ID_BASELINES,
@@ -56,8 +58,9 @@ from kuaihl_rec.apps.compare_report import (  # noqa: F401  (re-exported)
     write_report,
 )
 from kuaihl_rec.data.io import atomic_write_json
-from kuaihl_rec.data.windows import WindowConfig
+from kuaihl_rec.data.windows import IdVocab, WindowConfig
 from kuaihl_rec.metrics import evaluate_segments
+from kuaihl_rec.train.cold_start import cold_start_mask, slice_metrics
 from kuaihl_rec.train.config import train_config
 from kuaihl_rec.train.evaluate import evaluate_run, reference_scores
 from kuaihl_rec.train.loop import train
@@ -129,17 +132,20 @@ def reference_rows(data_dir: Path, predictions: Path, label_delay: int = 2) -> D
         seg["live_id"].to_numpy(), seg["segment"].to_numpy(), seg["lvtr"].to_numpy(), live, segment, label_delay
     )
     labels = preds["label"].to_numpy()
-    out = {
-        TRIVIAL_ROW: evaluate_segments(labels, refs["previous_segment_label"], room_ids=live),
-        COMPLETE_ROW: evaluate_segments(labels, refs["last_complete_label"], room_ids=live),
-    }
+    vocab = IdVocab(np.load(Path(predictions).parent / "vocab.npz")["streamer"])  # the run's training vocabulary
+    cold, source = cold_start_mask(Path(data_dir), vocab, live, preds["streamer_id"].to_numpy())
+
+    def scored(scores) -> Dict[str, Any]:
+        return {**evaluate_segments(labels, scores, room_ids=live), **slice_metrics(labels, scores, cold, source)}
+
+    out = {TRIVIAL_ROW: scored(refs["previous_segment_label"]), COMPLETE_ROW: scored(refs["last_complete_label"])}
     truth_path = Path(data_dir) / "truth" / "segments_truth.parquet"
     if truth_path.exists():
         truth = pq.read_table(truth_path, columns=["live_id", "segment", "true_lvtr"]).to_pandas()
         merged = preds.merge(truth, on=["live_id", "segment"], how="left")
         if merged["true_lvtr"].isna().any():
             raise ValueError(f"{truth_path}: {int(merged['true_lvtr'].isna().sum())} scored segments have no true rate")
-        out[CEILING_ROW] = evaluate_segments(labels, merged["true_lvtr"].to_numpy(), room_ids=live)
+        out[CEILING_ROW] = scored(merged["true_lvtr"].to_numpy())
     return out
 
 

@@ -49,9 +49,12 @@ TABLE1_VARIANTS = _family_rows("content", "tau") + (
     # rooms of the default world (point 0.514 vs the papers' point+L1+align 0.496, 1 seed)
     Entry("content+engagement+point", "content", "point", overrides=(("use_counters", True),)),
 )
+# Unseen streamers (docs/MODEL.md, "Unseen streamers"): the papers' content model with id dropout into
+# the unknown row, the rate the ID baselines use (baselines.features.FEATURE_DEFAULTS, 0.2).
+COLD_START = (Entry("content+id_dropout", "content", overrides=(("id_dropout", 0.2),)),)
 LOSS_ABLATION = tuple(Entry(f"loss:{loss}", "content", loss) for loss in model_info("content").paper["loss_ablation"])
 MODALITY_ABLATION = _family_rows("content", "drop_pct")
-ALL_ENTRIES = ID_BASELINES + TABLE1_VARIANTS + LOSS_ABLATION + MODALITY_ABLATION
+ALL_ENTRIES = ID_BASELINES + TABLE1_VARIANTS + COLD_START + LOSS_ABLATION + MODALITY_ABLATION
 
 
 @dataclasses.dataclass(frozen=True)
