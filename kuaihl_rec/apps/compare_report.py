@@ -12,8 +12,10 @@ import numpy as np
 from kuaihl_rec.apps.compare_entries import (
     ALL_ENTRIES,
     COLD_START,
+    PRETRAINED_ID,
     ID_BASELINES,
     LOSS_ABLATION,
+    LOSS_ABLATION_SUM,
     METRIC_KEYS,
     MODALITY_ABLATION,
     TABLE1_VARIANTS,
@@ -107,10 +109,10 @@ def _world_section(name: str, res: Dict[str, Any]) -> List[str]:
         [k] + [f"{v[m]:.4f}" if m in v else "" for m in _COLUMNS] + ["", ""]
         for k, v in res["references"].items()
     ]
-    t1 = [n for n in [e.name for e in ID_BASELINES + TABLE1_VARIANTS + COLD_START] if n in models]
+    t1 = [n for n in [e.name for e in ID_BASELINES + TABLE1_VARIANTS + COLD_START + PRETRAINED_ID] if n in models]
     if t1:
         out += ["### Table 1: methods (test rooms)", "", _table(refs + [row(n) for n in t1], header), ""]
-    t4 = [e.name for e in LOSS_ABLATION if e.name in models]
+    t4 = [e.name for e in LOSS_ABLATION + LOSS_ABLATION_SUM if e.name in models]
     if t4:
         out += ["### Table 4: loss ablation (content model)", "", _table([row(n) for n in t4], header), ""]
     t3 = [e.name for e in MODALITY_ABLATION if e.name in models]
