@@ -125,3 +125,10 @@ def test_trainer_initialises_from_a_finished_run(tiny_world, tmp_path):
     state = torch.load(out / "model.pt", weights_only=False)["state_dict"]
     table = state["model.embedding_collection.embeddings.streamer.weight"]
     assert torch.equal(table, project_table(source_streamer_table(src), table.shape[1]))
+    import shutil
+
+    from kuaihl_rec.train.evaluate import load_trained_model
+
+    shutil.rmtree(src)  # scoring reads the trained table from model.pt, not the source run
+    model, _ = load_trained_model(out)
+    assert torch.equal(model.embedding_collection.embeddings["streamer"].weight, table)

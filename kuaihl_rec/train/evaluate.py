@@ -63,7 +63,9 @@ def load_trained_model(run_dir: Path):
     saved = payload["config"]
     spec = BatchSpec(**saved["spec"])
     choice = TrainConfig.from_dict(saved["train"]).model
-    model = create_model(choice.name, spec, **dict(choice.overrides))
+    # the trained weights come from model.pt: a pretrained table's source run need not exist any more
+    overrides = {k: v for k, v in choice.overrides if k != "streamer_init"}
+    model = create_model(choice.name, spec, **overrides)
     state = {k[len("model."):]: v for k, v in payload["state_dict"].items() if k.startswith("model.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
