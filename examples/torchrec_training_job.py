@@ -22,6 +22,7 @@ from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 from kuaihl_rec.data.batch import BatchSpec, LiveBatch
 from kuaihl_rec.losses import ContentLoss
 from kuaihl_rec.model import ContentCTR, build_streamer_embedding, content_config
+from kuaihl_rec.train.wrapper import global_count
 
 
 def my_batch(g: torch.Generator, spec: BatchSpec, b: int) -> LiveBatch:
@@ -48,6 +49,7 @@ class MyTrainModel(torch.nn.Module):
     def __init__(self, model: ContentCTR) -> None:
         super().__init__()
         self.model, self.loss = model, ContentLoss("kuaihl")
+        self.loss.normalizer = global_count if dist.get_world_size() > 1 else None  # each term / its global count
 
     def forward(self, batch: LiveBatch):
         out = self.model.encode(batch)  # logits + projected text/visual sequences for the DTW loss

@@ -52,7 +52,7 @@ def _setup_logging(verbose: bool) -> None:
     )
     for name in ("kuaihl", "kuaihl_rec", "baselines", "ranking"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
-    # torchrec triggers a deprecation message from torch.fx at import time (see ENVIRONMENT.md).
+    # torchrec triggers a deprecation message from torch.fx at import time (see docs/ENVIRONMENT.md section 3).
     logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 
 

@@ -234,15 +234,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         predictions_out=args.predictions,
         progress=not args.quiet,
     )
-    keys = ["n_segments", *REPORTED_METRICS]
+    keys = ["n_segments", *REPORTED_METRICS, "tau_warm", "tau_cold", "n_segments_warm", "n_segments_cold"]
     prev, last = result["reference"]["previous_segment_label"], result["reference"]["last_complete_label"]
     print(f"{'metric':<22}{'model':>10}{'previous label':>16}{'last complete label':>21}")
     for k in keys:
-        fmt = (lambda v: f"{v:d}") if k == "n_segments" else (lambda v: f"{v:.4f}")
+        fmt = (lambda v: f"{v:d}") if k.startswith("n_segments") else (lambda v: f"{v:.4f}")
         print(f"{k:<22}{fmt(result[k]):>10}{fmt(prev[k]):>16}{fmt(last[k]):>21}")
     print(
         "previous label: the segment before the target (LVTR: not yet known when the target is scored); "
-        "last complete label: the freshest label known then (WindowConfig.label_delay)"
+        "last complete label: the freshest label known then (WindowConfig.label_delay); "
+        f"warm / cold: streamers seen / not seen in training (from the {result['cold_start_source']})"
     )
     for label, path in (("json", args.json), ("predictions", args.predictions)):
         if path:

@@ -29,10 +29,13 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 from kuaihl_rec.apps.compare_entries import (  # noqa: F401  (re-exported: the rows are part of this command's API)
     ALL_ENTRIES,
     ID_BASELINES,
     LOSS_ABLATION,
+    LOSS_ABLATION_SUM,
     METRIC_KEYS,
     MODALITY_ABLATION,
     TABLE1_VARIANTS,
@@ -56,8 +59,9 @@ from kuaihl_rec.apps.compare_report import (  # noqa: F401  (re-exported)
     write_report,
 )
 from kuaihl_rec.data.io import atomic_write_json
-from kuaihl_rec.data.windows import WindowConfig
+from kuaihl_rec.data.windows import IdVocab, WindowConfig
 from kuaihl_rec.metrics import evaluate_segments
+from kuaihl_rec.train.cold_start import cold_start_mask, slice_metrics
 from kuaihl_rec.train.config import train_config
 from kuaihl_rec.train.evaluate import evaluate_run, reference_scores
 from kuaihl_rec.train.loop import train
@@ -129,17 +133,20 @@ def reference_rows(data_dir: Path, predictions: Path, label_delay: int = 2) -> D
         seg["live_id"].to_numpy(), seg["segment"].to_numpy(), seg["lvtr"].to_numpy(), live, segment, label_delay
     )
     labels = preds["label"].to_numpy()
-    out = {
-        TRIVIAL_ROW: evaluate_segments(labels, refs["previous_segment_label"], room_ids=live),
-        COMPLETE_ROW: evaluate_segments(labels, refs["last_complete_label"], room_ids=live),
-    }
+    vocab = IdVocab(np.load(Path(predictions).parent / "vocab.npz")["streamer"])  # the run's training vocabulary
+    cold, source = cold_start_mask(Path(data_dir), vocab, live, preds["streamer_id"].to_numpy())
+
+    def scored(scores) -> Dict[str, Any]:
+        return {**evaluate_segments(labels, scores, room_ids=live), **slice_metrics(labels, scores, cold, source)}
+
+    out = {TRIVIAL_ROW: scored(refs["previous_segment_label"]), COMPLETE_ROW: scored(refs["last_complete_label"])}
     truth_path = Path(data_dir) / "truth" / "segments_truth.parquet"
     if truth_path.exists():
         truth = pq.read_table(truth_path, columns=["live_id", "segment", "true_lvtr"]).to_pandas()
         merged = preds.merge(truth, on=["live_id", "segment"], how="left")
         if merged["true_lvtr"].isna().any():
             raise ValueError(f"{truth_path}: {int(merged['true_lvtr'].isna().sum())} scored segments have no true rate")
-        out[CEILING_ROW] = evaluate_segments(labels, merged["true_lvtr"].to_numpy(), room_ids=live)
+        out[CEILING_ROW] = scored(merged["true_lvtr"].to_numpy())
     return out
 
 
@@ -199,6 +206,48 @@ def _val_tau(result: Dict[str, Any]) -> float:
     return -math.inf if value is None else float(value)
 
 
+def _source_rows(entry: Entry) -> List[str]:
+    """The rows whose runs ``entry`` reads: override values ``"@row"`` (e.g. ``streamer_init="@dcn_m"``,
+    the streamer table of ``dcn_m``'s run of the same seed)."""
+    return [v[1:] for _, v in entry.overrides if isinstance(v, str) and v.startswith("@")]
+
+
+def _stages(entries: Sequence[Entry]) -> List[List[Entry]]:
+    """``entries`` in two stages: the rows that read no other row's run, then those that do."""
+    first = [e for e in entries if not _source_rows(e)]
+    return [stage for stage in (first, [e for e in entries if _source_rows(e)]) if stage]
+
+
+def _with_source_runs(entry: Entry, seed: int, run_of) -> Entry:
+    """``entry`` with each ``"@row"`` override replaced by the path of ``run_of(row)`` (a finished run)."""
+    if not _source_rows(entry):
+        return entry
+    overrides = tuple(
+        (k, str(run_of(v[1:])) if isinstance(v, str) and v.startswith("@") else v) for k, v in entry.overrides
+    )
+    return dataclasses.replace(entry, overrides=overrides)
+
+
+def _train_stage(stage, data_dir, budget, runner, run_path, resolve, bar, search, best, per_entry) -> None:
+    """The lr search (seed 0) and the other seeds of the rows of ``stage``; fills ``search``, ``best``
+    and ``per_entry`` (the test results of each row, seed by seed)."""
+    search_tasks = [
+        (data_dir, run_path(e, lr, 0), resolve(e, 0), lr, 0, budget) for e in stage for lr in budget.lr_grid
+    ]
+    search_out = runner.map(search_tasks, lambda: bar.update(1))
+    search.update({(t[2].name, t[3]): r for t, r in zip(search_tasks, search_out)})
+    best.update({e.name: max(budget.lr_grid, key=lambda lr: _val_tau(search[(e.name, lr)])) for e in stage})
+    seed_tasks = [
+        (data_dir, run_path(e, best[e.name], seed), resolve(e, seed), best[e.name], seed, budget)
+        for e in stage
+        for seed in range(1, budget.seeds)
+    ]
+    seed_out = runner.map(seed_tasks, lambda: bar.update(1))
+    per_entry.update({e.name: [search[(e.name, best[e.name])]] for e in stage})
+    for t, r in zip(seed_tasks, seed_out):
+        per_entry[t[2].name].append(r)
+
+
 def run_world(
     data_dir: Path, out_dir: Path, entries: Sequence[Entry], budget: CompareBudget, progress: bool = True, jobs: int = 1
 ) -> Dict[str, Any]:
@@ -206,7 +255,9 @@ def run_world(
 
     Rows that train the same thing (:func:`_training_key`) share runs; ``jobs`` > 1 trains that
     many runs at once in worker processes (phase 1: every learning rate on seed 0; phase 2: the
-    other seeds at each entry's chosen rate).
+    other seeds at each entry's chosen rate). Rows that read another row's runs (``"@row"``
+    overrides, e.g. a pretrained streamer table) are trained after the other rows, seed by seed
+    from that row's run at its chosen rate.
     """
     from tqdm.auto import tqdm
 
@@ -225,25 +276,22 @@ def run_world(
     t0 = time.perf_counter()
     runner = _Runner(jobs)
     run_path = lambda e, lr, seed: out_dir / "runs" / e.name / f"lr{lr:g}-seed{seed}"
+    search: Dict[Tuple[str, float], Dict[str, Any]] = {}
+    best: Dict[str, float] = {}
+    per_entry: Dict[str, List[Dict[str, Any]]] = {}
+    trained_by_name = {e.name: e for e in trained}
+    shared = {name: unique[keys[name]].name for name in keys}  # row -> the row whose runs it uses
+
+    def resolve(entry: Entry, seed: int) -> Entry:  # "@row" overrides -> that row's run of this seed
+        return _with_source_runs(entry, seed, lambda row: run_path(
+            trained_by_name[shared[row]], best[shared[row]], seed))
+
     try:
-        search_tasks = [(data_dir, run_path(e, lr, 0), e, lr, 0, budget) for e in trained for lr in budget.lr_grid]
-        search_out = runner.map(search_tasks, lambda: bar.update(1))
-        search = {(t[2].name, t[3]): r for t, r in zip(search_tasks, search_out)}
-        best = {
-            e.name: max(budget.lr_grid, key=lambda lr: _val_tau(search[(e.name, lr)])) for e in trained
-        }
-        seed_tasks = [
-            (data_dir, run_path(e, best[e.name], seed), e, best[e.name], seed, budget)
-            for e in trained
-            for seed in range(1, budget.seeds)
-        ]
-        seed_out = runner.map(seed_tasks, lambda: bar.update(1))
+        for stage in _stages(trained):
+            _train_stage(stage, data_dir, budget, runner, run_path, resolve, bar, search, best, per_entry)
     finally:
         runner.close()
         bar.close()
-    per_entry: Dict[str, List[Dict[str, Any]]] = {e.name: [search[(e.name, best[e.name])]] for e in trained}
-    for t, r in zip(seed_tasks, seed_out):
-        per_entry[t[2].name].append(r)
     for entry in entries:
         source = unique[keys[entry.name]]
         results["lr"][entry.name] = {

@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any, List, Optional, Sequence, Tuple
 
 import baselines  # noqa: F401  (registers the ID baselines explicitly, also when not installed)
-from kuaihl_rec.losses import LOSS_PRESETS
+from kuaihl_rec.losses import LOSS_PRESETS, PAPER_SCALE_SUFFIX
 from kuaihl_rec.metrics import REPORTED_METRICS
 from kuaihl_rec.model.registry import list_models, model_info
 
@@ -31,7 +31,10 @@ class Entry:
         if self.overrides:
             return None
         paper = model_info(self.model).paper
-        return paper.get("tau") if self.loss is None else paper.get("loss_ablation", {}).get(self.loss)
+        if self.loss is None:
+            return paper.get("tau")
+        # the papers' numbers were trained at their pair scale: "<row>@sum" shows the same number as "<row>"
+        return paper.get("loss_ablation", {}).get(self.loss.removesuffix(PAPER_SCALE_SUFFIX))
 
 
 def _family_rows(family: str, key: str) -> Tuple[Entry, ...]:
@@ -49,9 +52,31 @@ TABLE1_VARIANTS = _family_rows("content", "tau") + (
     # rooms of the default world (point 0.514 vs the papers' point+L1+align 0.496, 1 seed)
     Entry("content+engagement+point", "content", "point", overrides=(("use_counters", True),)),
 )
+# Unseen streamers (docs/MODEL.md, "Unseen streamers"): the papers' content model with id dropout into
+# the unknown row, the rate the ID baselines use (baselines.features.FEATURE_DEFAULTS, 0.2).
+COLD_START = (Entry("content+id_dropout", "content", overrides=(("id_dropout", 0.2),)),)
+# A pretrained streamer embedding (ContentCTR 3.1 takes E_u from a pretrained ID model): the content
+# model's table initialised from the DCN-M run of the same seed ("@dcn_m", the best ID model of the
+# README's tables), its 16-wide streamer_id embedding zero-padded to d (kuaihl_rec/model/streamer.py),
+# fine-tuned or frozen.
+PRETRAINED_ID = (
+    Entry("content+pretrained_id", "content", overrides=(("streamer_init", "@dcn_m"),)),
+    Entry(
+        "content+pretrained_id_frozen", "content", overrides=(("streamer_freeze", True), ("streamer_init", "@dcn_m"))
+    ),
+)
 LOSS_ABLATION = tuple(Entry(f"loss:{loss}", "content", loss) for loss in model_info("content").paper["loss_ablation"])
+# The same rows at the papers' pair scale (sum over each window's kept pairs, averaged over windows;
+# kuaihl_rec/losses/pairwise.py), for every row with a pairwise term.
+LOSS_ABLATION_SUM = tuple(
+    Entry(f"{e.name}{PAPER_SCALE_SUFFIX}", "content", f"{e.loss}{PAPER_SCALE_SUFFIX}")
+    for e in LOSS_ABLATION
+    if f"{e.loss}{PAPER_SCALE_SUFFIX}" in LOSS_PRESETS
+)
 MODALITY_ABLATION = _family_rows("content", "drop_pct")
-ALL_ENTRIES = ID_BASELINES + TABLE1_VARIANTS + LOSS_ABLATION + MODALITY_ABLATION
+ALL_ENTRIES = (
+    ID_BASELINES + TABLE1_VARIANTS + COLD_START + PRETRAINED_ID + LOSS_ABLATION + LOSS_ABLATION_SUM + MODALITY_ABLATION
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +107,10 @@ def entries_for(names: Optional[Sequence[str]]) -> List[Entry]:
             if name not in list_models():
                 raise KeyError(f"unknown model or row {name!r}; rows: {sorted(by_name)}; models: {list_models()}")
             out.append(Entry(name, name))
+    # a row that reads another row's runs ("@row" overrides) brings that row along
+    for source in [v[1:] for e in list(out) for _, v in e.overrides if isinstance(v, str) and v.startswith("@")]:
+        if source not in {e.name for e in out}:
+            out.append(by_name.get(source, Entry(source, source)))
     return out
 
 

@@ -11,20 +11,24 @@ import numpy as np
 
 from kuaihl_rec.apps.compare_entries import (
     ALL_ENTRIES,
+    COLD_START,
+    PRETRAINED_ID,
     ID_BASELINES,
     LOSS_ABLATION,
+    LOSS_ABLATION_SUM,
     METRIC_KEYS,
     MODALITY_ABLATION,
     TABLE1_VARIANTS,
 )
 from kuaihl_rec.data.io import atomic_write_bytes
 from kuaihl_rec.model.registry import model_info
+from kuaihl_rec.train.cold_start import SLICE_METRICS
 
 
 def _aggregate(values: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
     out = {}
-    for key in METRIC_KEYS:
-        xs = [float(v[key]) for v in values]
+    for key in METRIC_KEYS + SLICE_METRICS:  # a run scored before the slices existed has none: NaN
+        xs = [float(v.get(key, math.nan)) for v in values]
         out[key] = {
             "mean": float(np.mean(xs)),
             "std": float(np.std(xs, ddof=1)) if len(xs) > 1 else float("nan"),
@@ -61,6 +65,10 @@ def _fmt(stat: Dict[str, Any]) -> str:
     return f"{stat['mean']:.4f} ± {stat['std']:.4f}"
 
 
+# The metric columns of the paper-style tables: Table 1 / 4 layout, then the warm / cold-start slices.
+_COLUMNS = ("tau", "tau@0.2", "tau@0.4", "tau@0.6", "per_room_tau") + SLICE_METRICS
+
+
 def _table(rows: List[List[str]], header: List[str]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
@@ -74,7 +82,7 @@ def _world_section(name: str, res: Dict[str, Any]) -> List[str]:
 
     def row(n: str) -> List[str]:
         m = models[n]
-        cells = [n] + [_fmt(m[k]) for k in ("tau", "tau@0.2", "tau@0.4", "tau@0.6", "per_room_tau")]
+        cells = [n] + [_fmt(m[k]) if k in m else "" for k in _COLUMNS]
         margin = margin_over_best_id(models, n) if n != best_baseline else None
         if margin is not None:
             cells.append(f"{margin['delta']:+.4f}" + _significance_mark(margin["significant"]))
@@ -91,18 +99,20 @@ def _world_section(name: str, res: Dict[str, Any]) -> List[str]:
         "tau@0.4",
         "tau@0.6",
         "per-room tau",
+        "tau warm",
+        "tau cold-start",
         f"Δ tau vs best ID model ({best_baseline})",
         "paper (KLive)",
     ]
     out = [f"## World `{name}`", "", f"{res['seconds'] / 60:.1f} minutes of training and scoring.", ""]
     refs = [
-        [k] + [f"{v[m]:.4f}" for m in ("tau", "tau@0.2", "tau@0.4", "tau@0.6", "per_room_tau")] + ["", ""]
+        [k] + [f"{v[m]:.4f}" if m in v else "" for m in _COLUMNS] + ["", ""]
         for k, v in res["references"].items()
     ]
-    t1 = [n for n in [e.name for e in ID_BASELINES + TABLE1_VARIANTS] if n in models]
+    t1 = [n for n in [e.name for e in ID_BASELINES + TABLE1_VARIANTS + COLD_START + PRETRAINED_ID] if n in models]
     if t1:
         out += ["### Table 1: methods (test rooms)", "", _table(refs + [row(n) for n in t1], header), ""]
-    t4 = [e.name for e in LOSS_ABLATION if e.name in models]
+    t4 = [e.name for e in LOSS_ABLATION + LOSS_ABLATION_SUM if e.name in models]
     if t4:
         out += ["### Table 4: loss ablation (content model)", "", _table([row(n) for n in t4], header), ""]
     t3 = [e.name for e in MODALITY_ABLATION if e.name in models]
@@ -112,6 +122,7 @@ def _world_section(name: str, res: Dict[str, Any]) -> List[str]:
             [
                 n,
                 _fmt(models[n]["tau"]),
+                *(_fmt(models[n][k]) if k in models[n] else "" for k in SLICE_METRICS),
                 f"{100 * (models[n]['tau']['mean'] - base) / base:+.2f}%",
                 ("n.s." if significant(models[n]["tau"], models[ref_name]["tau"]) is False else ""),
                 f"{model_info(n).paper['drop_pct']:+.2f}%",
@@ -121,7 +132,7 @@ def _world_section(name: str, res: Dict[str, Any]) -> List[str]:
         out += [
             "### Table 3: modality ablation",
             "",
-            _table(rows, ["method", "tau", "change vs content", "", "paper"]),
+            _table(rows, ["method", "tau", "tau warm", "tau cold-start", "change vs content", "", "paper"]),
             "",
         ]
     out += [

@@ -12,7 +12,7 @@ silent or ambiguous):
 
 * :mod:`~kuaihl_rec.losses.pointwise`: BCE on soft labels (KuaiHL eq. 8, ContentCTR eq. 6).
 * :mod:`~kuaihl_rec.losses.pairwise`: border-aware pairwise L0-L3 (KuaiHL eq. 9-12,
-  ContentCTR eq. 10-13); means over kept pairs.
+  ContentCTR eq. 10-13); means over kept pairs, or the papers' per-window sums (``@sum`` presets).
 * :mod:`~kuaihl_rec.losses.dtw`: batched hard / soft DTW wavefront with a custom backward
   (KuaiHL eq. 4-5, ContentCTR eq. 7-8).
 * :mod:`~kuaihl_rec.losses.augmentation`: swap augmentation (KuaiHL eq. 6) and shuffled negatives.
@@ -32,14 +32,14 @@ from kuaihl_rec.losses.alignment import ALIGN_NORMS, alignment_distances, alignm
 from kuaihl_rec.losses.alignment import _prefix_lengths as _prefix_lengths
 from kuaihl_rec.losses.augmentation import AUGMENT_MODES, sample_alignment_permutations
 from kuaihl_rec.losses.augmentation import _MAX_RESAMPLE as _MAX_RESAMPLE
-from kuaihl_rec.losses.config import LOSS_PRESETS, LossConfig
+from kuaihl_rec.losses.config import LOSS_PRESETS, PAPER_SCALE_SUFFIX, LossConfig
 from kuaihl_rec.losses.config import _KUAIHL as _KUAIHL
 from kuaihl_rec.losses.content_loss import ContentLoss
 from kuaihl_rec.losses.dtw import _DTW_BIG as _DTW_BIG
 from kuaihl_rec.losses.dtw import _lengths_pair as _lengths_pair
 from kuaihl_rec.losses.dtw import _WavefrontDTW as _WavefrontDTW
 from kuaihl_rec.losses.dtw import dtw_from_cost
-from kuaihl_rec.losses.pairwise import PAIR_SCOPES, PAIR_VARIANTS, pair_keep_mask, pairwise_loss
+from kuaihl_rec.losses.pairwise import PAIR_REDUCTIONS, PAIR_SCOPES, PAIR_VARIANTS, pair_keep_mask, pairwise_loss
 from kuaihl_rec.losses.pointwise import pointwise_loss
 from kuaihl_rec.losses.reduction import Normalizer as Normalizer
 from kuaihl_rec.losses.reduction import _as_bool_mask as _as_bool_mask
@@ -47,6 +47,8 @@ from kuaihl_rec.losses.reduction import _mean as _mean
 from kuaihl_rec.losses.reduction import _zero_like as _zero_like
 
 __all__ = [
+    "PAIR_REDUCTIONS",
+    "PAPER_SCALE_SUFFIX",
     "PAIR_VARIANTS",
     "PAIR_SCOPES",
     "AUGMENT_MODES",

@@ -17,9 +17,9 @@ from typing import Dict, Optional
 
 from kuaihl_rec.losses.alignment import ALIGN_NORMS
 from kuaihl_rec.losses.augmentation import AUGMENT_MODES
-from kuaihl_rec.losses.pairwise import PAIR_SCOPES, PAIR_VARIANTS
+from kuaihl_rec.losses.pairwise import PAIR_REDUCTIONS, PAIR_SCOPES, PAIR_VARIANTS
 
-__all__ = ["LossConfig", "LOSS_PRESETS"]
+__all__ = ["LossConfig", "LOSS_PRESETS", "PAPER_SCALE_SUFFIX"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +34,9 @@ class LossConfig:
         pair_variant: ``"none" | "L0" | "L1" | "L2" | "L3"``.
         sigma: pairwise scale (papers 10, official code 1.0).
         pair_scope: ``"window" | "batch"``.
+        pair_reduction: ``"mean"`` (ours: mean over kept pairs) or ``"window_sum"`` (the papers'
+            scale, eq. 9-13: sum over each window's kept pairs, averaged over windows); see
+            :mod:`kuaihl_rec.losses.pairwise`. Presets ``"<name>@sum"`` use the papers' scale.
         align: whether the DTW alignment loss is on (needs text / visual sequences).
         n_negatives: N shuffled negatives.
         align_tau: InfoNCE temperature.
@@ -49,6 +52,7 @@ class LossConfig:
     pair_variant: str = "L1"
     sigma: float = 10.0
     pair_scope: str = "window"
+    pair_reduction: str = "mean"
     align: bool = True
     n_negatives: int = 8
     align_tau: float = 0.1
@@ -62,6 +66,8 @@ class LossConfig:
             raise ValueError(f"pair_variant must be one of {PAIR_VARIANTS}, got {self.pair_variant!r}")
         if self.pair_scope not in PAIR_SCOPES:
             raise ValueError(f"pair_scope must be one of {PAIR_SCOPES}, got {self.pair_scope!r}")
+        if self.pair_reduction not in PAIR_REDUCTIONS:
+            raise ValueError(f"pair_reduction must be one of {PAIR_REDUCTIONS}, got {self.pair_reduction!r}")
         if self.augment not in AUGMENT_MODES:
             raise ValueError(f"augment must be one of {AUGMENT_MODES}, got {self.augment!r}")
         if self.align_norm not in ALIGN_NORMS:
@@ -112,3 +118,11 @@ LOSS_PRESETS: Dict[str, LossConfig] = {
     "point+align": dataclasses.replace(_KUAIHL, pair_variant="none", augment="none"),
     "contentctr_hl": dataclasses.replace(_KUAIHL, pair_variant="none", augment="none"),
 }
+# The papers' pair scale (eq. 9-13 as written: a sum over each window's kept pairs, averaged over
+# windows, lambda3 = 0.20) for every preset with a pairwise term: "<name>@sum".
+PAPER_SCALE_SUFFIX = "@sum"
+LOSS_PRESETS.update({
+    name + PAPER_SCALE_SUFFIX: dataclasses.replace(cfg, pair_reduction="window_sum")
+    for name, cfg in list(LOSS_PRESETS.items())
+    if cfg.pair_variant != "none"
+})

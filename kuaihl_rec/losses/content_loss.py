@@ -90,6 +90,7 @@ class ContentLoss(nn.Module):
                 sigma=cfg.sigma,
                 scope=cfg.pair_scope,
                 normalizer=normalizer,
+                reduction=cfg.pair_reduction,
             )
             total = total + cfg.w_pair * pair
         else:

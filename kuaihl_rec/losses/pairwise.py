@@ -12,9 +12,16 @@ and the variants differ only by which pairs are kept:
 * ``L2``: ``ds <= 0`` (Part 1 only);
 * ``L3``: ``0 < ds < dy`` (Part 2 only).
 
-Decision (the papers write sums): the loss is the *mean* over kept pairs, so the weights
-(0.65, 0.15, 0.20) of the total do not depend on the number of pairs; it is 0 (a differentiable
-zero) when no pair is kept. Pairs live inside one window by default (``scope="window"``); option
+Reduction (``reduction``). The papers write a *sum* over the kept pairs of a sample (a window),
+and the batch loss averages samples: ``"window_sum"`` is that scale,
+
+    L_pair = (1 / W) sum_w sum_{kept (i, j) in w} l_ij        W = windows with a labelled position
+
+(with ``scope="batch"`` the double sum runs over all kept pairs of the batch, still divided by W).
+Our default ``"mean"`` divides by the number of kept pairs instead, so the weights (0.65, 0.15,
+0.20) of the total do not depend on how many pairs a window keeps (up to n (n - 1) / 2 = 190 at
+n = 20, so the papers' scale weighs the term up to ~100x more). Either is 0 (a differentiable zero)
+when no pair is kept. Pairs live inside one window by default (``scope="window"``); option
 ``"batch"`` pairs all labelled positions of the batch.
 
 Shapes: ``logits``, ``labels``, ``label_mask`` are ``[b, n]``; pair masks are ``[G, K, K]``
@@ -31,10 +38,11 @@ from torch import Tensor
 
 from kuaihl_rec.losses.reduction import Normalizer, _as_bool_mask, _mean, _zero_like
 
-__all__ = ["PAIR_VARIANTS", "PAIR_SCOPES", "pair_keep_mask", "pairwise_loss"]
+__all__ = ["PAIR_VARIANTS", "PAIR_SCOPES", "PAIR_REDUCTIONS", "pair_keep_mask", "pairwise_loss"]
 
 PAIR_VARIANTS: Tuple[str, ...] = ("none", "L0", "L1", "L2", "L3")
 PAIR_SCOPES: Tuple[str, ...] = ("window", "batch")
+PAIR_REDUCTIONS: Tuple[str, ...] = ("mean", "window_sum")
 
 
 def pair_keep_mask(s: Tensor, y: Tensor, valid: Tensor, variant: str) -> Tensor:
@@ -80,6 +88,7 @@ def pairwise_loss(
     sigma: float = 10.0,
     scope: str = "window",
     normalizer: Optional[Normalizer] = None,
+    reduction: str = "mean",
 ) -> Tensor:
     """Pairwise logistic ranking loss with the border masks of KuaiHL eq. 9-12 / ContentCTR eq. 10-13.
 
@@ -95,10 +104,13 @@ def pairwise_loss(
         sigma: scale; 10 in the papers (the official code's default is 1.0).
         scope: ``"window"`` (pairs inside one window, default) or ``"batch"`` (all pairs of
             labelled positions across the batch).
-        normalizer: maps the local count of kept pairs to the count divided by; ``None`` = local.
+        normalizer: maps the local count (kept pairs, or windows) to the count divided by; ``None`` = local.
+        reduction: ``"mean"`` (over kept pairs, pooled over the batch) or ``"window_sum"`` (the
+            papers' scale: the sum over each window's kept pairs, averaged over the windows with a
+            labelled position; see the module docstring).
 
     Returns:
-        Scalar ``[]`` mean over kept pairs (pooled over the batch); a differentiable zero when none.
+        Scalar ``[]``; a differentiable zero when no pair is kept.
     """
     if logits.dim() != 2 or logits.shape != labels.shape:
         raise ValueError(
@@ -106,9 +118,12 @@ def pairwise_loss(
         )
     if scope not in PAIR_SCOPES:
         raise ValueError(f"pair scope must be one of {PAIR_SCOPES}, got {scope!r}")
+    if reduction not in PAIR_REDUCTIONS:
+        raise ValueError(f"pair reduction must be one of {PAIR_REDUCTIONS}, got {reduction!r}")
     if variant == "none":
         return _zero_like(logits)
     mask = _as_bool_mask(label_mask, logits, "label_mask")
+    windows = mask.any(dim=1).sum()  # W: windows with a labelled position (before any batch reshape)
     s = torch.sigmoid(logits)
     y = torch.where(mask, labels.to(s.dtype), torch.zeros_like(s))
     if scope == "batch":
@@ -118,4 +133,4 @@ def pairwise_loss(
     per_pair = F.softplus(-sigma * ds)
     # where + clamp instead of boolean indexing: no host sync, and 0 (with gradient) when none.
     total = torch.where(keep, per_pair, torch.zeros_like(per_pair)).sum()
-    return _mean(total, keep.sum(), normalizer)
+    return _mean(total, keep.sum() if reduction == "mean" else windows, normalizer)

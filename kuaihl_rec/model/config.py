@@ -68,6 +68,22 @@ class ContentConfig:
         id_dim: width of the streamer table; ``None`` = d, else a linear map id_dim -> d follows.
         input_norm: LayerNorm (over features) on the raw visual / text features before the
             projection heads, so features of any scale can be fed.
+        id_dropout: training only: probability that a window's streamer id is replaced by the
+            vocabulary's unknown row 0 (what a cold-start streamer reads at test time), so that row
+            is trained (:class:`~kuaihl_rec.model.content.StreamerIdDropout`; docs/MODEL.md,
+            "Unseen streamers"). 0 = off: the module is not built and training is bit-identical to
+            a model without the field. Ignored by configurations that read no streamer table
+            (``use_id=False``, ``id_source="history"``).
+        streamer_init: a finished run directory whose streamer table (``RUN/model.pt``: an ID
+            baseline's ``streamer_id`` embedding or a content model's table) initialises this model's,
+            projected to ``id_dim or d`` by a fixed projection when the widths differ (ContentCTR 3.1
+            takes E_u from a pretrained ID model; :func:`~kuaihl_rec.model.streamer.project_table`).
+            Applied by the registry's factories (``create_model``); the run must be trained on the
+            same data (same streamer vocabulary, checked by the trainer) and exist whenever the model
+            is built. None = TorchRec's random initialisation.
+        streamer_freeze: keep the streamer table fixed (its lookup is detached, so neither the
+            fused table optimizer nor id dropout changes it); the projection ``id_dim -> d``, if
+            any, still trains.
     """
 
     d: int = 64
@@ -88,6 +104,9 @@ class ContentConfig:
     id_source: str = "streamer"
     id_dim: Optional[int] = None
     input_norm: bool = True
+    id_dropout: float = 0.0
+    streamer_init: Optional[str] = None
+    streamer_freeze: bool = False
 
     def __post_init__(self) -> None:
         for name in ("d", "n_heads", "d_head", "n_perceiver_layers", "n_decoder_layers", "ffn_mult", "window"):
@@ -96,6 +115,11 @@ class ContentConfig:
                 raise ValueError(f"ContentConfig.{name} must be an integer >= 1, got {value!r}")
         if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
             raise ValueError(f"ContentConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if not (isinstance(self.id_dropout, (int, float)) and 0.0 <= self.id_dropout < 1.0):
+            raise ValueError(f"ContentConfig.id_dropout must be in [0, 1), got {self.id_dropout!r}")
+        if (self.streamer_init is not None or self.streamer_freeze) and not self.uses_streamer_table:
+            raise ValueError("ContentConfig: streamer_init / streamer_freeze need a streamer table "
+                             "(use_id=True, id_source='streamer')")
         if self.fusion not in FUSIONS:
             raise ValueError(f"ContentConfig.fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if self.id_source not in ID_SOURCES:

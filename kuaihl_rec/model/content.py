@@ -52,9 +52,7 @@ from kuaihl_rec.model.config import ContentConfig, content_config
 from kuaihl_rec.model.decoder import CausalDecoder
 from kuaihl_rec.model.perceiver import PerceiverFusion
 from kuaihl_rec.model.registry import register_model
-
-STREAMER_TABLE = "streamer"
-STREAMER_FEATURE = "streamer_id"
+from kuaihl_rec.model.streamer import STREAMER_FEATURE, STREAMER_TABLE, StreamerIdDropout, init_streamer_table
 
 
 class ContentOutput(NamedTuple):
@@ -322,6 +320,9 @@ class ContentCTR(nn.Module):
         self.features = FeatureFusion(spec, config)
         id_dim = config.id_dim or config.d
         self.id_proj: Optional[nn.Module] = None
+        self.id_drop: Optional[StreamerIdDropout] = None
+        if config.uses_streamer_table and config.id_dropout > 0:  # 0: not built (bit-identical to before)
+            self.id_drop = StreamerIdDropout(config.id_dropout)
         self.history: Optional[HistoryFeature] = None
         self.latent: Optional[LearnedLatent] = None
         if config.uses_streamer_table:
@@ -363,7 +364,10 @@ class ContentCTR(nn.Module):
         if self.embedding_collection is not None:
             # dict of JaggedTensors; one id (one row of width id_dim) per window -> [b, id_dim].
             # The KJT path (not streamer_latent) keeps the lookup shardable and pipelineable.
-            emb = self.embedding_collection(batch.sparse_features)[STREAMER_FEATURE].values()
+            kjt = batch.sparse_features if self.id_drop is None else self.id_drop(batch.sparse_features)
+            emb = self.embedding_collection(kjt)[STREAMER_FEATURE].values()
+            if self.config.streamer_freeze:  # a fixed (pretrained) table: no gradient reaches it
+                emb = emb.detach()
             u = self.id_proj(emb)
         else:
             u = self.window_latent(e_f, valid=batch.valid)
@@ -454,6 +458,8 @@ def _make_factory(name: str, fixed: Dict[str, Any], default_loss: str, doc: str)
     def factory(spec: BatchSpec, preset: str = "small", **overrides: Any) -> ContentCTR:
         cfg = content_config(preset, **{"window": spec.window, **overrides, **fixed})
         ec = build_streamer_embedding(spec, cfg) if cfg.uses_streamer_table else None
+        if cfg.streamer_init is not None:  # a pretrained streamer embedding (ContentCTR 3.1)
+            init_streamer_table(ec.embeddings[STREAMER_TABLE].weight, cfg.streamer_init)
         return ContentCTR(spec, cfg, ec, default_loss=default_loss)
 
     factory.__name__ = name

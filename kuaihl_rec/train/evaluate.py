@@ -7,11 +7,13 @@ once (docs/MODEL.md section 1), and writes::
 
     {"model", "n_segments", "tau", "tau@0.2", "tau@0.4", "tau@0.6", "spearman", "auc", "logloss",
      "mean_pred_over_true", "per_room_tau", ..., "unknown_streamer_share",
+     "tau_warm", "tau_cold", "n_segments_warm", "n_segments_cold", "cold_start_source",
      "reference": {"previous_segment_label": {...}, "last_complete_label": {...}}}
 
 ``unknown_streamer_share`` is the share of scored segments whose streamer is not in the run's
 vocabulary; it is logged as a warning when above 0, loudly when it is 100 % (other data than the
-run was trained on).
+run was trained on). ``tau_warm`` / ``tau_cold``: tau-b on the segments of streamers seen / not seen
+in training (:mod:`kuaihl_rec.train.cold_start`: the truth sidecar's flag, else the vocabulary).
 
 ``reference`` holds the two trivial predictors (:func:`reference_scores`):
 ``previous_segment_label`` (the label of the segment the model sees last, used as the score for
@@ -45,6 +47,7 @@ from kuaihl_rec.data.windows import (
 )
 from kuaihl_rec.metrics import evaluate_segments
 from kuaihl_rec.model import create_model
+from kuaihl_rec.train.cold_start import cold_start_mask, slice_metrics
 from kuaihl_rec.train.config import TrainConfig
 from kuaihl_rec.train.loop import plain_scorer, score_split
 
@@ -60,7 +63,9 @@ def load_trained_model(run_dir: Path):
     saved = payload["config"]
     spec = BatchSpec(**saved["spec"])
     choice = TrainConfig.from_dict(saved["train"]).model
-    model = create_model(choice.name, spec, **dict(choice.overrides))
+    # the trained weights come from model.pt: a pretrained table's source run need not exist any more
+    overrides = {k: v for k, v in choice.overrides if k != "streamer_init"}
+    model = create_model(choice.name, spec, **overrides)
     state = {k[len("model."):]: v for k, v in payload["state_dict"].items() if k.startswith("model.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -213,12 +218,16 @@ def evaluate_run(
     scored = score_split(plain_scorer(model), windows, batch_size=256, device=torch.device("cpu"), progress=progress)
     unknown = unknown_streamer_share(windows.streamer_vocab, scored["streamer_id"], f"{data_dir} split {split!r}")
     metrics = evaluate_segments(scored["label"], scored["score"], room_ids=scored["live_id"])
+    cold, source = cold_start_mask(data_dir, windows.streamer_vocab, scored["live_id"], scored["streamer_id"])
+    metrics.update(slice_metrics(scored["label"], scored["score"], cold, source))
     a = windows.arr
     refs = reference_scores(
         a.live_id, a.segment, a.label, scored["live_id"], scored["segment"], windows.cfg.observed_delay
     )
     reference = {
-        name: evaluate_segments(scored["label"], score, room_ids=scored["live_id"]) for name, score in refs.items()
+        name: {**evaluate_segments(scored["label"], score, room_ids=scored["live_id"]),
+               **slice_metrics(scored["label"], score, cold, source)}
+        for name, score in refs.items()
     }
     result: Dict[str, Any] = {
         "model": TrainConfig.from_dict(saved["train"]).model.name,

@@ -50,6 +50,7 @@ from kuaihl_rec.data.windows import SegmentArrays, WindowConfig, WindowedSplit, 
 from kuaihl_rec.losses import ContentLoss
 from kuaihl_rec.metrics import evaluate_segments
 from kuaihl_rec.model import create_model
+from kuaihl_rec.model.streamer import check_same_vocabulary
 from kuaihl_rec.model.registry import model_info
 from kuaihl_rec.train.checkpoint import (
     choose_resume_checkpoint, convert_to_single_file, load_checkpoint, mark_best, save_checkpoint,
@@ -231,6 +232,8 @@ class Trainer:
     def _build_model(self) -> None:
         cfg = self.cfg
         self.model = build_model(cfg, self.data.spec)
+        if cfg.overrides.get("streamer_init"):  # the copied table rows must belong to the same streamers
+            check_same_vocabulary(cfg.overrides["streamer_init"], self.data.train.streamer_vocab.raw)
         self.loss_name = loss_preset_for(cfg, self.model)
         self.wrapper = TrainWrapper(self.model, ContentLoss(self.loss_name), seed=cfg.seed + 1000 * self.rank)
         fuse_table_optimizer(self.wrapper, cfg.optim)

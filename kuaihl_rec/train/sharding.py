@@ -1,4 +1,4 @@
-"""Sharding plans, DistributedModelParallel and the optimizers (ENVIRONMENT.md, "TorchRec on CPU").
+"""Sharding plans, DistributedModelParallel and the optimizers (docs/ENVIRONMENT.md section 3, "TorchRec on CPU").
 
 * The topology comes from ``TopologyFactory.create_topology`` (torchrec >= 1.9) or ``Topology``
   (older torchrec, e.g. 1.6 on the GPU machine); the plan is always computed explicitly by
