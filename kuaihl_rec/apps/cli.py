@@ -7,6 +7,9 @@
     kuaihl demo     [--out DIR]                     the main job on the embedded default, with a report
     kuaihl replay   RUN --world DIR --out OUT       stream a world's test rooms through the streaming scorer
     kuaihl export   RUN --out DIR                   torch.export (+ AOTInductor) programs of the inference path
+    kuaihl ope      --logs LOGS | --world DIR --out OUT   off-policy estimates of a ranking change from logged data
+    kuaihl plan     --streamers N --world-size R    TorchRec sharding plan and memory per rank, nothing allocated
+    kuaihl phd      --out OUT [--seeds 3]           personalised highlight detection comparison (synthetic)
 
 Heavy libraries are imported inside the commands so ``kuaihl --help`` stays fast.
 
