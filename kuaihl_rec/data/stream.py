@@ -11,10 +11,12 @@ Training order of epoch e on rank r (a function of (seed, e, r) only):
 * chunks in the order ``permutation(n_chunks)`` drawn from ``rng(seed, e, r, 1)``;
 * the windows of chunk c in the order ``permutation(W_c)`` drawn from ``rng(seed, e, r, c + 2)``,
   except chunk 0 of rank 0, which draws from ``rng(seed, e)`` (the in-memory path's seed);
-* the shuffle buffer holds up to ``buffer_chunks`` chunks; a batch of b windows takes b positions
+* the shuffle buffer holds ``buffer_chunks`` chunks; a batch of b windows takes b positions
   uniformly without replacement among the R windows the buffer still holds (``rng(seed, e, r, 0)``)
   and each chunk gives the next ones of its order for the positions that fell on it; an exhausted
-  chunk leaves and the next chunk enters before the following batch.
+  chunk leaves and the next chunk enters before the following batch. Drawn uniformly, the buffered
+  chunks drain together, so when fewer than b windows are left the next chunk enters early (the
+  buffer then briefly holds ``buffer_chunks + 1`` chunks).
 
 Hence one rank whose split is one chunk yields exactly the batches of the in-memory path
 (``_global_batches`` in the trainer) on the same seed. Every rank runs ``min_r floor(W_r / b)``
@@ -88,6 +90,8 @@ class ChunkReader:
         rows = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)])
         g = np.searchsorted(starts, rows, side="right") - 1
         at = base[np.searchsorted(groups, g)] + rows - starts[g]
+        if len(at) and at[-1] - at[0] == len(at) - 1:  # one contiguous run (the usual case): no copy
+            return table.slice(int(at[0]), len(at))
         return table.take(pa.array(at))
 
     def read(self, rooms: np.ndarray) -> SegmentArrays:
@@ -227,7 +231,10 @@ class StreamSplit:
         while k < steps:
             changed = len([s for s in slots if s.remaining == 0]) > 0
             slots = [s for s in slots if s.remaining > 0]
-            while len(slots) < self.stream.buffer_chunks and next_chunk < self.n_chunks:
+            # Fill the buffer; beyond it too while it holds fewer windows than a batch (chunks drain together).
+            while next_chunk < self.n_chunks and (
+                len(slots) < self.stream.buffer_chunks or sum(s.remaining for s in slots) < batch_size
+            ):
                 slots.append(self._slot(seed, epoch, int(chunks[next_chunk])))
                 next_chunk, changed = next_chunk + 1, True
             if pool is None or changed:
