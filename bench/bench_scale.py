@@ -16,8 +16,8 @@ segments with the ``small`` preset's feature sizes (1 x 64 visual, 64 text) are 
   then scoring the test split with the trained model.
 
 Peak RSS is ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of that subprocess (interpreter and
-libraries included). Then windows/s of the data path alone (batches of 48 built, nothing else,
-one thread) for the small sizes (stride 4, the small preset) and the paper's (3 x 512 visual +
+libraries included). Then windows/s of the data path alone (one epoch of batches of 48 built,
+nothing else, one thread) for the small sizes (stride 4, the small preset) and the paper's (3 x 512 visual +
 768 text per segment, stride 1, the paper preset), for: memory (copy), stream (copy), stream
 (block: ``gather_on_device``, the windows gathered where the model runs; the gather itself is
 timed separately on this CPU, on a GPU it runs on the device). Prints figures; asserts nothing.
@@ -98,20 +98,40 @@ def measure_train(data: Path, path: str, run_dir: Path) -> Dict[str, Any]:
 
 
 def measure_rate(data: Path, path: str, preset: str, batches: int) -> Dict[str, Any]:
-    """Windows/s of the data path alone over ``batches`` batches of 48 (after loading / cataloguing)."""
+    """Windows/s of the data path alone over one epoch's batches of 48 (``batches`` > 0: at most that many).
+
+    Streaming runs without read-ahead here (``prefetch_chunks=0``), so its wall time is exactly
+    chunk reading (Parquet decode + windowing, timed) plus batch building; ``build_windows_per_s``
+    is the rate with the chunks already read, the figure comparable to the in-memory path's (whose
+    whole-table read is ``load_s``, outside its rate)."""
     import torch
 
-    from kuaihl_rec.train.data_path import epoch_batches, epoch_steps
+    from kuaihl_rec.train.data_path import epoch_batches, epoch_steps, global_batches
     from kuaihl_rec.train.loop import load_run_data
 
     torch.set_num_threads(1)
     cfg = _cfg(path.replace("memory-block", "memory"), preset, batch_size=48)
+    if path.startswith("stream"):
+        cfg = _cfg(path, preset, batch_size=48, stream={"prefetch_chunks": 0})
+    t0 = time.perf_counter()
     run = load_run_data(data, cfg)
-    steps = min(batches, epoch_steps(run.train, 48, cfg.seed, 0, 1))
+    out: Dict[str, Any] = {"load_s": round(time.perf_counter() - t0, 1)}
+    steps = epoch_steps(run.train, 48, cfg.seed, 0, 1)
+    steps = min(steps, batches) if batches > 0 else steps
+    read = {"s": 0.0, "rows": 0}
+    if path.startswith("stream"):
+        load = run.train.load_chunk
+
+        def timed(chunk: int):
+            t = time.perf_counter()
+            arr, index = load(chunk)
+            read["s"] += time.perf_counter() - t
+            read["rows"] += len(arr.live_id)
+            return arr, index
+
+        run.train.load_chunk = timed
     block = path.endswith("block")
     if path == "memory-block":  # the in-memory split in block form
-        from kuaihl_rec.train.data_path import global_batches
-
         it = (run.train.batch(i, gather=True) for i in global_batches(run.train, 48, cfg.seed, 0, 0, 1)[:steps])
     else:
         it = epoch_batches(run.train, 48, cfg.seed, 0, 0, 1, 0, steps)
@@ -123,7 +143,13 @@ def measure_rate(data: Path, path: str, preset: str, batches: int) -> Dict[str, 
         if block and len(kept) < 50:
             kept.append(batch)
     seconds = time.perf_counter() - t0
-    out = {"windows": n, "windows_per_s": round(n / seconds)}
+    out.update(windows=n, windows_per_s=round(n / seconds))
+    if read["rows"]:
+        sizes = run.train.catalog.sizes
+        mb = read["rows"] * 4 * (sizes.visual_len + sizes.text_dim) / 1e6
+        out.update(read_s=round(read["s"], 1), read_segments_per_s=round(read["rows"] / read["s"]),
+                   read_feature_mb_per_s=round(mb / read["s"]),
+                   build_windows_per_s=round(n / max(seconds - read["s"], 1e-9)))
     if block:  # the gather the model side does (here on the CPU: an upper bound of a GPU's cost)
         t0 = time.perf_counter()
         for batch in kept:
@@ -179,7 +205,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--paths", nargs="+", default=["memory", "stream"])
     parser.add_argument("--rates-only", action="store_true")
     parser.add_argument("--no-rates", action="store_true")
-    parser.add_argument("--batches", type=int, default=400, help="batches timed for windows/s")
+    parser.add_argument("--batches", type=int, default=0, help="batches timed for windows/s (0: one epoch)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)

@@ -2,7 +2,7 @@
 
 A table of N segments is written file by file (``rows_per_file`` rows each, Parquet row groups of
 ``row_group`` rows), so writing 5 M segments needs one file's rows in memory, not the table. It
-obeys the segment-data contract (docs/DATA.md): rooms of lognormal length (mean about 120
+obeys the segment-data contract (kuaihl_rec/data/schema.py): rooms of lognormal length (mean about 120
 segments, clipped to [10, 720], like the synthetic world), numbered from 0, 30 s apart, one
 streamer per room, a split column by room (80 / 10 / 10), LVTR in [0, 1], counters with
 ``n_long_viewers <= n_viewers`` and ``n_clicks <= n_exposures``. Features are random values on a

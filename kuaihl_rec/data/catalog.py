@@ -56,6 +56,8 @@ class StreamConfig:
                       smallest unit Parquet reads
     buffer_chunks     chunks held at once; a training batch draws its windows uniformly from the
                       union of their remaining windows (the shuffle buffer)
+    prefetch_chunks   chunks a background thread reads ahead (0: none); Parquet decoding releases the
+                      GIL, so reading overlaps building batches (memory: that many chunks more)
     gather_on_device  batches carry the buffer's segment block (moved to the device once per
                       buffer change) and a ``[b, n]`` row index; the windows are gathered where the
                       model runs (``LiveBatch.to``) instead of copied ``n`` times on the host
@@ -66,6 +68,7 @@ class StreamConfig:
     enabled: bool = False
     chunk_rows: int = 32768
     buffer_chunks: int = 4
+    prefetch_chunks: int = 1
     gather_on_device: bool = False
     id_hash_buckets: int = 0
 
@@ -74,9 +77,10 @@ class StreamConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"stream.{name} must be an integer >= 1, got {value!r}")
-        buckets = self.id_hash_buckets
-        if isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 0:
-            raise ValueError(f"stream.id_hash_buckets must be an integer >= 0, got {buckets!r}")
+        for name in ("prefetch_chunks", "id_hash_buckets"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"stream.{name} must be an integer >= 0, got {value!r}")
 
 
 @dataclasses.dataclass

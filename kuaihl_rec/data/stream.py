@@ -34,8 +34,9 @@ dropped copies to the largest rank's batch count (:meth:`StreamSplit.eval_batche
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from collections import OrderedDict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -144,6 +145,7 @@ class StreamSplit:
         self.n_chunks = int(self.chunk_of_room.max()) + 1 if len(self.rooms) else 0
         self.reader = ChunkReader(catalog, cfg)
         self._positions: "OrderedDict[Tuple[int, int], Dict[str, Any]]" = OrderedDict()
+        self._executor: Optional[ThreadPoolExecutor] = None
 
     # ------------------------------------------------------------------------------ sizes
 
@@ -192,9 +194,27 @@ class StreamSplit:
         key = [seed, epoch] if (self.rank, chunk) == (0, 0) else [seed, epoch, self.rank, chunk + 2]
         return np.random.default_rng(key).permutation(n)
 
-    def _slot(self, seed: int, epoch: int, chunk: int, consumed: int = 0) -> _Slot:
-        arr, index = self.load_chunk(chunk)
+    def _slot(self, seed: int, epoch: int, chunk: int, consumed: int = 0,
+              loaded: Optional[Tuple[SegmentArrays, WindowIndex]] = None) -> _Slot:
+        arr, index = loaded if loaded is not None else self.load_chunk(chunk)
         return _Slot(chunk, arr, index, self._chunk_order(seed, epoch, chunk, len(index.first_row)), consumed)
+
+    def read_ahead(self, chunks: Sequence[int]) -> Iterator[Tuple[SegmentArrays, WindowIndex]]:
+        """:meth:`load_chunk` of ``chunks`` in order, the next ``stream.prefetch_chunks`` read by a background
+        thread meanwhile (Parquet decoding releases the GIL, so it overlaps building batches)."""
+        ahead = self.stream.prefetch_chunks
+        if ahead == 0:
+            yield from (self.load_chunk(int(c)) for c in chunks)
+            return
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kuaihl-chunks")
+        pending: "deque[Future]" = deque()
+        for c in chunks:
+            pending.append(self._executor.submit(self.load_chunk, int(c)))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
     def position_at(self, epoch: int, batch: int) -> Optional[Dict[str, Any]]:
         """The recorded position before batch ``batch`` of ``epoch`` (None: start of an epoch)."""
@@ -228,6 +248,7 @@ class StreamSplit:
             slots = [self._slot(seed, epoch, c, used) for c, used in position["slots"]]
             sampler.bit_generator.state = position["sampler"]
         pool: Optional[WindowedSplit] = None
+        loads = self.read_ahead(chunks[next_chunk:])
         while k < steps:
             changed = len([s for s in slots if s.remaining == 0]) > 0
             slots = [s for s in slots if s.remaining > 0]
@@ -235,7 +256,7 @@ class StreamSplit:
             while next_chunk < self.n_chunks and (
                 len(slots) < self.stream.buffer_chunks or sum(s.remaining for s in slots) < batch_size
             ):
-                slots.append(self._slot(seed, epoch, int(chunks[next_chunk])))
+                slots.append(self._slot(seed, epoch, int(chunks[next_chunk]), loaded=next(loads)))
                 next_chunk, changed = next_chunk + 1, True
             if pool is None or changed:
                 pool = self._pool(slots)
@@ -301,8 +322,8 @@ class StreamSplit:
 
     def _eval_iter(self, batch_size: int, steps: int) -> Iterator[Tuple[LiveBatch, torch.Tensor]]:
         done, last = 0, None
-        for chunk in range(self.n_chunks):
-            view = self._view(*self.load_chunk(chunk))
+        for loaded in self.read_ahead(range(self.n_chunks)):
+            view = self._view(*loaded)
             n = len(view)
             for lo in range(0, n, batch_size):
                 ids = np.arange(lo, min(lo + batch_size, n))
