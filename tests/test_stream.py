@@ -196,3 +196,20 @@ def test_streaming_resume_after_a_kill_reproduces_the_losses(tiny_world, tmp_pat
     strip = lambda p: [{k: v for k, v in json.loads(x).items() if k != "epoch_seconds"}  # noqa: E731
                        for x in (p / "metrics.jsonl").read_text().splitlines()]
     assert strip(tmp_path / "full") == strip(tmp_path / "cut")
+
+
+@pytest.mark.parametrize("setting, words", [
+    ("stream.chunk_rows=0", ["stream.chunk_rows", ">= 1"]),
+    ("stream.id_hash_buckets=-1", ["stream.id_hash_buckets", ">= 0"]),
+    ("stream.prefetch_chunks=x", ["stream.prefetch_chunks"]),
+])
+def test_cli_refuses_bad_stream_settings_with_one_line(setting, words, tiny_world, tmp_path, capsys):
+    from kuaihl_rec.apps.cli import main
+
+    try:
+        status = main(["train", "content", "--data", str(tiny_world), "--out", str(tmp_path / "run"), "--set", setting])
+    except SystemExit as exc:
+        status = exc.code
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1 and all(w in err for w in words), err
+    assert not (tmp_path / "run").exists()

@@ -2,9 +2,9 @@
 
 ``plain_scorer`` runs an ordinary module; ``pipeline_scorer`` runs a model whose embedding modules
 live in a ``TrainPipelineSparseDist`` (they can only be called through it); ``PlainPipeline`` is
-the pipeline contract for models without tables. ``score_split`` pads the windows so every rank
-runs the same number of forwards, keeps each target's score once (``LiveBatch.score_mask``) and
-all-gathers the rows.
+the pipeline contract for models without tables. ``score_split`` takes the split's padded batches
+(``eval_batches``: every rank runs the same number of forwards), keeps each target's score once
+(``LiveBatch.score_mask``) and all-gathers the rows.
 """
 
 from __future__ import annotations
@@ -92,7 +92,8 @@ def score_split(
     ``split``: a :class:`WindowedSplit` (every rank holds all windows and scores its slice of each
     global batch) or a :class:`~kuaihl_rec.data.stream.StreamSplit` (every rank scores its own rooms);
     both pad with dropped windows (``split.eval_batches``) so every rank runs the same number of
-    forwards. Returns flat arrays sorted by (live_id, segment): live_id, streamer_id, segment (the *target* segment), label, score (probability), logit.
+    forwards. Returns flat arrays sorted by (live_id, segment): live_id, streamer_id, segment (the
+    *target* segment), label, score (probability), logit.
     """
     n_steps, pairs = split.eval_batches(batch_size, rank, world_size)
     pending: deque = deque()
