@@ -161,6 +161,8 @@ def test_streaming_training_run_with_hashed_ids_writes_its_vocab(tiny_world, tmp
     assert isinstance(s, HashedVocab) and s.buckets == 64
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["spec"]["num_streamers"] == 65
+    in_memory = load_run_data(tiny_world, train_config("tiny", {"stream.id_hash_buckets": 64}))
+    assert in_memory.spec.num_lives == 65 and isinstance(in_memory.val.streamer_vocab, HashedVocab)
 
 
 def test_a_room_split_inside_a_file_is_one_clear_error(tiny_world, tmp_path):
