@@ -63,6 +63,9 @@ class StreamConfig:
                       model runs (``LiveBatch.to``) instead of copied ``n`` times on the host
     id_hash_buckets   0: exact streamer / live-id vocabularies of the training split; B > 0: ids
                       hashed into B rows (+ row 0, unused), nothing to enumerate
+    mmap_threshold    glibc only: allocations of at least this many bytes get their own mapping,
+                      returned to the system when freed (``mallopt(M_MMAP_THRESHOLD)``, see
+                      :func:`kuaihl_rec.data.stream.bound_heap`); 0 leaves the allocator alone
     """
 
     enabled: bool = False
@@ -71,13 +74,14 @@ class StreamConfig:
     prefetch_chunks: int = 1
     gather_on_device: bool = False
     id_hash_buckets: int = 0
+    mmap_threshold: int = 1 << 20
 
     def __post_init__(self) -> None:
         for name in ("chunk_rows", "buffer_chunks"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"stream.{name} must be an integer >= 1, got {value!r}")
-        for name in ("prefetch_chunks", "id_hash_buckets"):
+        for name in ("prefetch_chunks", "id_hash_buckets", "mmap_threshold"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"stream.{name} must be an integer >= 0, got {value!r}")
