@@ -65,9 +65,9 @@ def bound_heap(threshold: int) -> bool:
     freed (``mallopt(M_MMAP_THRESHOLD, threshold)``; setting it also stops glibc from raising the
     threshold as large blocks are freed). Without it, chunk arrays and batch tensors of a few MB
     land in the heap between small long-lived objects, the heap fragments, and a streaming rank's
-    RSS grows with the data it scores (bench/bench_scale.py, 300 steps + test scoring: 1.65 / 3.28 GB
-    at 1 M / 5 M segments without, see README.md for with). Process-wide; a no-op (False) off
-    glibc or with ``threshold`` 0."""
+    RSS grows with the data it scores (bench/bench_scale.py, 300 steps + test scoring: 1.65 / 3.28
+    GB at 1 M / 5 M segments without, 1.36 / 1.51 GB with a 1 MiB threshold). Process-wide; a no-op
+    (False) off glibc or with ``threshold`` 0."""
     if threshold <= 0:
         return False
     try:
