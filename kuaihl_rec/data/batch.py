@@ -28,6 +28,12 @@ Fields (shapes; ``b`` windows, ``n`` positions, ``k_v`` visual tokens, ``C`` cou
                                                  known by then; CTR: t), -1 where the room has none
                                                  yet and on padding (WindowConfig.label_delay).
                                                  Position i's target (segment t + 1) is never in it.
+    gather           int64   [b, n] or None     block form (``WindowedSplit.batch(gather=True)``): then
+                                                 ``visual`` / ``text`` / ``counters`` hold a block of
+                                                 segments [N, ...] shared by many batches and
+                                                 ``gather`` the row of each position; :meth:`to` moves
+                                                 the block once per device (cached) and gathers the
+                                                 windows there, returning the ordinary form.
 
 Right padding (short rooms) is harmless under the causal mask: padding sits *after* every real
 position, so no real position attends to it.
@@ -39,7 +45,9 @@ so ``TrainPipelineSparseDist`` can move it between streams.
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional
+import weakref
+from collections import OrderedDict
+from typing import List, Optional, Tuple
 
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -63,6 +71,7 @@ class LiveBatch(Pipelineable):
     streamer_raw: torch.Tensor
     live_raw: torch.Tensor
     observed: Optional[torch.Tensor] = None
+    gather: Optional[torch.Tensor] = None
 
     _TENSOR_FIELDS = (
         "visual",
@@ -77,7 +86,9 @@ class LiveBatch(Pipelineable):
         "streamer_raw",
         "live_raw",
         "observed",
+        "gather",
     )
+    _BLOCK_FIELDS = ("visual", "text", "counters")
 
     @property
     def batch_size(self) -> int:
@@ -100,8 +111,29 @@ class LiveBatch(Pipelineable):
         }
 
     def to(self, device: torch.device, non_blocking: bool = False) -> "LiveBatch":
+        if self.gather is not None:
+            return self._gathered(torch.device(device), non_blocking)
         moved = self._map(lambda t: t.to(device=device, non_blocking=non_blocking))
         return LiveBatch(sparse_features=self.sparse_features.to(device=device, non_blocking=non_blocking), **moved)
+
+    def materialize(self) -> "LiveBatch":
+        """The ordinary form of a block batch (features ``[b, n, ...]``) on its own device; itself otherwise."""
+        return self if self.gather is None else self._gathered(self.gather.device, False)
+
+    def _gathered(self, device: torch.device, non_blocking: bool) -> "LiveBatch":
+        """Move the block (once per device, see :func:`_on_device`) and the small fields, gather the windows
+        there and zero the padding positions."""
+        small = {name: getattr(self, name) for name in self._TENSOR_FIELDS if name not in self._BLOCK_FIELDS}
+        small = {k: (None if t is None else t.to(device, non_blocking=non_blocking)) for k, t in small.items()}
+        rows, valid = small.pop("gather"), small["valid"]
+        feats = {}
+        for name in self._BLOCK_FIELDS:
+            block = _on_device(getattr(self, name), device, non_blocking)
+            picked = block[rows]  # [b, n, ...]
+            mask = valid.reshape(*valid.shape, *([1] * (picked.dim() - 2)))
+            feats[name] = torch.where(mask, picked, torch.zeros((), dtype=picked.dtype, device=device))
+        return LiveBatch(sparse_features=self.sparse_features.to(device=device, non_blocking=non_blocking),
+                         **feats, **small)
 
     def record_stream(self, stream: torch.Stream) -> None:
         self.sparse_features.record_stream(stream)
@@ -114,12 +146,35 @@ class LiveBatch(Pipelineable):
 
     def select(self, index: torch.Tensor) -> "LiveBatch":
         """The sub-batch of the windows in ``index`` (int64 [b'])."""
+        if self.gather is not None:
+            return self.materialize().select(index)
         index = index.to(torch.long)
         ids = {key: self.sparse_features[key].values()[index] for key in self.sparse_features.keys()}
         return LiveBatch(
             sparse_features=make_id_features(ids),
             **self._map(lambda t: t[index]),
         )
+
+
+_BLOCK_CACHE: "OrderedDict[Tuple[int, str], Tuple[weakref.ref, torch.Tensor]]" = OrderedDict()
+_BLOCK_CACHE_SIZE = 16
+
+
+def _on_device(block: torch.Tensor, device: torch.device, non_blocking: bool) -> torch.Tensor:
+    """``block`` on ``device``, copied once per (block, device): batches of the same buffer share it.
+    Entries die with their block (weak reference) and the cache keeps the newest 16."""
+    if block.device == device:
+        return block
+    key: Tuple[int, str] = (id(block), str(device))
+    hit = _BLOCK_CACHE.get(key)
+    if hit is not None and hit[0]() is block:
+        _BLOCK_CACHE.move_to_end(key)
+        return hit[1]
+    moved = block.to(device, non_blocking=non_blocking)
+    _BLOCK_CACHE[key] = (weakref.ref(block), moved)
+    while len(_BLOCK_CACHE) > _BLOCK_CACHE_SIZE:
+        _BLOCK_CACHE.popitem(last=False)
+    return moved
 
 
 def make_id_features(ids: "dict[str, torch.Tensor]") -> KeyedJaggedTensor:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
@@ -326,8 +327,14 @@ class WindowedSplit:
     def stats(self) -> WindowStats:
         return self.index.stats
 
-    def batch(self, windows: np.ndarray) -> LiveBatch:
-        """Gather windows ``windows`` (int [b]) into a LiveBatch (shapes in :mod:`batch`)."""
+    def batch(self, windows: np.ndarray, gather: bool = False) -> LiveBatch:
+        """Gather windows ``windows`` (int [b]) into a LiveBatch (shapes in :mod:`batch`).
+
+        ``gather``: instead of copying the features of every window's ``n`` rows, the batch carries
+        the split's whole feature block (``[N, ...]``, shared by every batch, no copy) and the row
+        index ``gather [b, n]``; :meth:`LiveBatch.to` moves the block once per device and gathers
+        there. Either way the batch equals, after ``to``, the copied one.
+        """
         a, n = self.arr, self.cfg.window
         first = self.index.first_row[windows]
         n_valid = self.index.n_valid[windows]
@@ -341,15 +348,7 @@ class WindowedSplit:
             score_mask = label_mask & (pos[None, :] >= self.index.score_from[windows][:, None])
         else:
             score_mask = label_mask & (pos[None, :] == (n_valid - 1)[:, None])
-        sizes = a.sizes
-        b = len(windows)
-        zero_pad = ~valid
-        visual = a.visual[rows].reshape(b, n, sizes.visual_tokens, sizes.visual_dim)
-        text = a.text[rows]
-        counters = a.counters[rows]
-        visual[zero_pad] = 0.0
-        text[zero_pad] = 0.0
-        counters[zero_pad] = 0.0
+        features = self._block() if gather else self._copied(rows, valid)
         labels = np.where(valid, a.label[target_rows], 0.0).astype(np.float32)
         streamer_raw = a.streamer_id[first]
         live_raw = a.live_id[first]
@@ -359,9 +358,7 @@ class WindowedSplit:
         }
         return LiveBatch(
             sparse_features=make_id_features(ids),
-            visual=torch.from_numpy(np.ascontiguousarray(visual)),
-            text=torch.from_numpy(np.ascontiguousarray(text)),
-            counters=torch.from_numpy(np.ascontiguousarray(counters)),
+            **features,
             labels=torch.from_numpy(labels),
             label_mask=torch.from_numpy(label_mask),
             score_mask=torch.from_numpy(score_mask),
@@ -371,7 +368,57 @@ class WindowedSplit:
             streamer_raw=torch.from_numpy(streamer_raw.copy()),
             live_raw=torch.from_numpy(live_raw.copy()),
             observed=torch.from_numpy(self._observed(rows, valid)),
+            gather=torch.from_numpy(rows) if gather else None,
         )
+
+    def _copied(self, rows: np.ndarray, valid: np.ndarray) -> Dict[str, torch.Tensor]:
+        """Features of ``rows [b, n]`` copied into windows (zeros on padding)."""
+        a, sizes = self.arr, self.arr.sizes
+        b, n = rows.shape
+        zero_pad = ~valid
+        visual = a.visual[rows].reshape(b, n, sizes.visual_tokens, sizes.visual_dim)
+        text = a.text[rows]
+        counters = a.counters[rows]
+        visual[zero_pad] = 0.0
+        text[zero_pad] = 0.0
+        counters[zero_pad] = 0.0
+        return {"visual": torch.from_numpy(np.ascontiguousarray(visual)),
+                "text": torch.from_numpy(np.ascontiguousarray(text)),
+                "counters": torch.from_numpy(np.ascontiguousarray(counters))}
+
+    def _block(self) -> Dict[str, torch.Tensor]:
+        """The split's feature block ``visual [N, k_v, d_v]``, ``text [N, d_t]``, ``counters [N, C]`` as
+        tensors sharing the arrays' memory (built once; the same tensor objects for every batch)."""
+        if getattr(self, "_block_tensors", None) is None:
+            a, sizes = self.arr, self.arr.sizes
+            with warnings.catch_warnings():  # Arrow-backed arrays are read-only; the block is only ever read
+                warnings.simplefilter("ignore", UserWarning)
+                self._block_tensors = {
+                    "visual": torch.from_numpy(np.ascontiguousarray(a.visual)).view(-1, sizes.visual_tokens,
+                                                                                    sizes.visual_dim),
+                    "text": torch.from_numpy(np.ascontiguousarray(a.text)),
+                    "counters": torch.from_numpy(np.ascontiguousarray(a.counters)),
+                }
+        return self._block_tensors
+
+    def eval_batches(self, batch_size: int, rank: int = 0, world_size: int = 1
+                     ) -> Tuple[int, Iterator[Tuple[LiveBatch, torch.Tensor]]]:
+        """``(steps, iterator of (batch, keep [b, 1]))``: this rank's slice of every global batch of
+        ``batch_size * world_size`` windows, in order; the windows are padded to a multiple of that
+        (padding repeats window 0, ``keep`` False) so every rank runs ``steps`` forwards."""
+        n = len(self)
+        global_bs = batch_size * world_size
+        n_steps = -(-n // global_bs) if n else 0
+        padded = np.arange(n_steps * global_bs)
+        keep_window = padded < n
+        padded = np.where(keep_window, padded, 0)
+
+        def batches() -> Iterator[Tuple[LiveBatch, torch.Tensor]]:
+            for k in range(n_steps):
+                sl = slice(k * global_bs + rank * batch_size, k * global_bs + (rank + 1) * batch_size)
+                yield self.batch(padded[sl]), torch.from_numpy(keep_window[sl])[:, None]
+
+        return n_steps, batches()
 
     def _observed(self, rows: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """Label of segment ``t - delay`` of the same room for content rows ``rows`` [b, n]; -1

@@ -6,6 +6,7 @@
       model: ModelChoice      name (registry), overrides (create_model keywords)
       data:  WindowConfig     window, stride, min_viewers, label, split, label_delay (kuaihl_rec.data.windows)
       optim: OptimConfig      dense AdamW + fused row-wise Adagrad (kuaihl_rec.train.sharding)
+      stream: StreamConfig    in-memory (default) or per-rank streaming input, hashed ids (kuaihl_rec.data.catalog)
       loss, epochs, batch_size, warmup_steps, schedule, patience, checkpoint_every, ...
 
 Read, written and changed with :mod:`kuaihl_rec.config` (``to_dict`` / ``from_dict`` /
@@ -23,6 +24,7 @@ import math
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from kuaihl_rec import config as configs
+from kuaihl_rec.data.catalog import StreamConfig
 from kuaihl_rec.data.windows import WindowConfig
 from kuaihl_rec.train.sharding import OptimConfig
 
@@ -52,6 +54,8 @@ class TrainConfig:
     patience                  early stopping: epochs without a better validation tau-b
     checkpoint_every          steps between mid-epoch checkpoints (0 = only at epoch ends)
     amp                       "auto" (bf16 autocast on CUDA, off on CPU), "bf16" or "off"
+    stream                    :class:`~kuaihl_rec.data.catalog.StreamConfig`: streaming input
+                              (``--set stream.enabled=true``), chunk and buffer sizes, hashed ids
     """
 
     model: ModelChoice = ModelChoice()
@@ -69,6 +73,7 @@ class TrainConfig:
     amp: str = "auto"
     eval_batch_size: int = 256
     max_steps: Optional[int] = None
+    stream: StreamConfig = StreamConfig()
 
     def __post_init__(self) -> None:
         if self.schedule not in ("cosine", "constant"):

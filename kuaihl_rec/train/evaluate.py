@@ -36,7 +36,9 @@ import pyarrow as pa
 import torch
 
 from kuaihl_rec.data.batch import BatchSpec
+from kuaihl_rec.data.catalog import build_catalog, load_vocabs
 from kuaihl_rec.data.io import DataError, atomic_write_json, atomic_write_parquet
+from kuaihl_rec.data.stream import StreamSplit
 from kuaihl_rec.data.validate import load_segments
 from kuaihl_rec.data.windows import (
     IdVocab,
@@ -91,11 +93,34 @@ def eval_split(run_dir: Path, data_dir: Path, split: str = "test") -> WindowedSp
             f"{data_dir}: feature sizes {sizes} differ from the run's ({spec}); was the model trained on other data?"
         )
     arr = SegmentArrays.from_table(table, sizes, wcfg)
-    vocab = np.load(run_dir / "vocab.npz")
+    svocab, lvocab = load_vocabs(run_dir / "vocab.npz")
     index = build_windows(arr, wcfg, split, "eval")
     if len(index.first_row) == 0:
         raise DataError(f"{data_dir}: split {split!r} has no windows to score")
-    return WindowedSplit(arr, index, wcfg, IdVocab(vocab["streamer"]), IdVocab(vocab["live"]), "eval")
+    return WindowedSplit(arr, index, wcfg, svocab, lvocab, "eval")
+
+
+def stream_eval_split(run_dir: Path, data_dir: Path, split: str = "test", rank: int = 0,
+                      world_size: int = 1) -> StreamSplit:
+    """:func:`eval_split` for streaming input: rank ``rank``'s rooms of ``split``, read a chunk at a time
+    (score it with :func:`~kuaihl_rec.train.scoring.score_split`, which gathers every rank's rows)."""
+    run_dir = Path(run_dir)
+    saved = json.loads((run_dir / "config.json").read_text())
+    wcfg = WindowConfig.from_dict(saved["window"])
+    stream = TrainConfig.from_dict(saved["train"]).stream
+    catalog = build_catalog(data_dir, wcfg)
+    spec, sizes = saved["spec"], catalog.sizes
+    if (sizes.visual_tokens, sizes.visual_dim, sizes.text_dim) != (
+        spec["visual_tokens"], spec["visual_dim"], spec["text_dim"]
+    ):
+        raise DataError(
+            f"{data_dir}: feature sizes {sizes} differ from the run's ({spec}); was the model trained on other data?"
+        )
+    svocab, lvocab = load_vocabs(run_dir / "vocab.npz")
+    out = StreamSplit(catalog, split, wcfg, stream, svocab, lvocab, rank, world_size)
+    if len(out) == 0:
+        raise DataError(f"{data_dir}: split {split!r} has no windows to score")
+    return out
 
 
 def _ranks(values: np.ndarray, query: np.ndarray) -> np.ndarray:

@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 from kuaihl_rec.data.batch import BatchSpec, LiveBatch
 from kuaihl_rec.data.io import DataError, atomic_write_json
 from kuaihl_rec.data.validate import load_segments
+from kuaihl_rec.data.catalog import save_vocabs
 from kuaihl_rec.data.windows import SegmentArrays, WindowConfig, WindowedSplit, window_splits
 from kuaihl_rec.losses import ContentLoss
 from kuaihl_rec.metrics import evaluate_segments
@@ -57,6 +58,9 @@ from kuaihl_rec.train.checkpoint import (
     set_pointers, verified_best_checkpoint,
 )
 from kuaihl_rec.train.config import TrainConfig
+from kuaihl_rec.train.data_path import (
+    Split, epoch_batches, epoch_steps, global_batches, hash_ids, load_stream_splits, stream_position,
+)
 from kuaihl_rec.train.distributed import dist_timeout, peer_lost_error
 from kuaihl_rec.train.records import (
     check_run_dir_free, check_saved_config, check_saved_data, data_fingerprint, finite_or_none, move_run_aside,
@@ -107,23 +111,30 @@ def init_distributed() -> torch.device:
 
 @dataclasses.dataclass
 class RunData:
-    train: WindowedSplit
-    val: WindowedSplit
+    train: Split
+    val: Split
     spec: BatchSpec
     window_cfg: WindowConfig
 
 
-def load_run_data(data_dir: Path, cfg: TrainConfig) -> RunData:
-    """Validated windows of the train and val splits (every rank reads the same directory)."""
+def load_run_data(data_dir: Path, cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> RunData:
+    """Validated windows of the train and val splits (every rank reads the same directory); with
+    ``cfg.stream.enabled`` this rank's streamed rooms instead (:mod:`kuaihl_rec.train.data_path`)."""
     data_dir = Path(data_dir)
     if not data_dir.exists():
         raise DataError(
             f"{data_dir}: the data directory does not exist (create one with `kuaihl world --out {data_dir}`)"
         )
     wcfg = cfg.data
+    if cfg.stream.enabled:
+        train, val = load_stream_splits(data_dir, cfg, rank, world_size)
+        if len(val) == 0:
+            logger.warning("%s: no validation rooms: no validation tau-b, no early stopping", data_dir)
+        return RunData(train=train, val=val, spec=train.spec(), window_cfg=wcfg)
     table, sizes, report = load_segments(data_dir, min_viewers=wcfg.min_viewers)
     arr = SegmentArrays.from_table(table, sizes, wcfg)
     splits = window_splits(arr, wcfg, {"train": "train", "val": "eval"})
+    hash_ids(splits, cfg.stream.id_hash_buckets)
     if len(splits["train"]) == 0:
         raise DataError(
             f"{data_dir}: no training windows (rooms per split: {report.splits}); is there a 'train' split?"
@@ -137,16 +148,9 @@ def load_run_data(data_dir: Path, cfg: TrainConfig) -> RunData:
 def _global_batches(
     split: WindowedSplit, batch_size: int, seed: int, epoch: int, rank: int, world_size: int
 ) -> List[np.ndarray]:
-    """This rank's window indices for every full global batch of the epoch (drop_last: every rank
-    runs the same number of steps, which sharded collectives require)."""
-    order = np.random.default_rng([seed, epoch]).permutation(len(split))
-    per_rank = batch_size // world_size
-    n_batches = len(order) // (per_rank * world_size)
-    out = []
-    for k in range(n_batches):
-        chunk = order[k * per_rank * world_size : (k + 1) * per_rank * world_size]
-        out.append(chunk[rank * per_rank : (rank + 1) * per_rank])
-    return out
+    """This rank's window indices for every full global batch of the epoch (in-memory path; see
+    :func:`kuaihl_rec.train.data_path.global_batches`)."""
+    return global_batches(split, batch_size, seed, epoch, rank, world_size)
 
 
 # ------------------------------------------------------------------------------------ training
@@ -186,6 +190,7 @@ class Trainer:
         self.overwrite = overwrite
         self.state = _fresh_state()
         self.stopped_early = False
+        self.stream_position: Optional[Dict[str, Any]] = None  # streaming: where a resume continues the epoch
 
     # -------------------------------------------------------------------------------- setup
 
@@ -201,15 +206,13 @@ class Trainer:
         self._claim_run_dir()
         if self.resume:
             check_saved_config(self.config_path, self.run_dir, cfg.to_dict())
-        self.data = load_run_data(self.data_dir, cfg)
+        self.data = load_run_data(self.data_dir, cfg, self.rank, self.world_size)
         self.fingerprint = data_fingerprint(self.data_dir)
         if self.resume:
             check_saved_data(self.config_path, self.data_dir, self.fingerprint)
         self.identity = run_identity(cfg.to_dict(), self.fingerprint)
         self._build_model()
-        self.steps_per_epoch = len(
-            _global_batches(self.data.train, cfg.batch_size, cfg.seed, 0, self.rank, self.world_size)
-        )
+        self.steps_per_epoch = epoch_steps(self.data.train, cfg.batch_size, cfg.seed, self.rank, self.world_size)
         if self.steps_per_epoch == 0:
             raise DataError(
                 f"{self.data_dir}: {len(self.data.train)} training windows is fewer than one global batch "
@@ -255,7 +258,7 @@ class Trainer:
             "world_size": self.world_size, "versions": versions(), "seed": cfg.seed,
             "data_fingerprint": self.fingerprint, "identity": self.identity,
         })
-        np.savez(self.run_dir / "vocab.npz", streamer=data.train.streamer_vocab.raw, live=data.train.live_vocab.raw)
+        save_vocabs(self.run_dir / "vocab.npz", data.train.streamer_vocab, data.train.live_vocab)
         for name in ("metrics.jsonl", "steps.jsonl"):
             (self.run_dir / name).unlink(missing_ok=True)
 
@@ -288,6 +291,7 @@ class Trainer:
         if "torch_rng" in local:
             torch.set_rng_state(local["torch_rng"])
             self.wrapper.generator.set_state(local["loss_rng"])
+        self.stream_position = local.get("stream_position")
         logger.info(
             "resumed from %s (step %d, epoch %d, batch %d)",
             ckpt, state["step"], state["epoch"], state["batch_in_epoch"],
@@ -298,7 +302,8 @@ class Trainer:
 
     def snapshot(self, step: int) -> Path:
         meta = dict(self.state)
-        local = {"torch_rng": torch.get_rng_state(), "loss_rng": self.wrapper.generator.get_state()}
+        local = {"torch_rng": torch.get_rng_state(), "loss_rng": self.wrapper.generator.get_state(),
+                 "stream_position": stream_position(self.data.train, self.state["epoch"], self.state["batch_in_epoch"])}
         return save_checkpoint(
             self.ckpt_root, step, self.dmp, self.optimizer, meta, local, keep=self.cfg.keep_checkpoints,
             identity=self.identity,
@@ -310,14 +315,16 @@ class Trainer:
         """The remaining batches of the current epoch; returns the epoch's wall time (s)."""
         cfg, state = self.cfg, self.state
         epoch = state["epoch"]
-        batches = _global_batches(self.data.train, cfg.batch_size, cfg.seed, epoch, self.rank, self.world_size)
         # Never hand the pipeline more batches than the step budget: it then drains through
         # StopIteration and holds no prefetched training batch when validation runs.
-        batches = batches[state["batch_in_epoch"] :][: max(self.total_steps - state["step"], 0)]
+        start = state["batch_in_epoch"]
+        count = max(min(self.steps_per_epoch - start, self.total_steps - state["step"]), 0)
         self.dmp.train()
-        bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+        bar = tqdm(total=count, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                    disable=not (self.progress and self.rank == 0))
-        batch_iter: Iterator[LiveBatch] = (self.data.train.batch(idx) for idx in batches)
+        batch_iter: Iterator[LiveBatch] = epoch_batches(self.data.train, cfg.batch_size, cfg.seed, epoch, self.rank,
+                                                        self.world_size, start, count, self.stream_position)
+        self.stream_position = None
         losses: List[float] = []
         t_epoch = time.perf_counter()
         while True:

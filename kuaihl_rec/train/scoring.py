@@ -2,15 +2,15 @@
 
 ``plain_scorer`` runs an ordinary module; ``pipeline_scorer`` runs a model whose embedding modules
 live in a ``TrainPipelineSparseDist`` (they can only be called through it); ``PlainPipeline`` is
-the pipeline contract for models without tables. ``score_split`` pads the windows so every rank
-runs the same number of forwards, keeps each target's score once (``LiveBatch.score_mask``) and
-all-gathers the rows.
+the pipeline contract for models without tables. ``score_split`` takes the split's padded batches
+(``eval_batches``: every rank runs the same number of forwards), keeps each target's score once
+(``LiveBatch.score_mask``) and all-gathers the rows.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable, Dict, Iterator, List
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from tqdm.auto import tqdm
 
 from kuaihl_rec.data.batch import LiveBatch
 from kuaihl_rec.data.windows import WindowedSplit
+
+if TYPE_CHECKING:
+    from kuaihl_rec.data.stream import StreamSplit
 
 
 class PlainPipeline:
@@ -77,7 +80,7 @@ def pipeline_scorer(pipeline, dmp: torch.nn.Module) -> Callable[[Iterator[LiveBa
 @torch.no_grad()
 def score_split(
     scorer: Callable[[Iterator[LiveBatch]], Iterator[torch.Tensor]],
-    split: WindowedSplit,
+    split: "WindowedSplit | StreamSplit",
     batch_size: int,
     device: torch.device,
     rank: int = 0,
@@ -86,28 +89,22 @@ def score_split(
 ) -> Dict[str, np.ndarray]:
     """Score every evaluation unit of ``split`` once (score_mask); all ranks take part and get all rows.
 
-    Windows are padded to a multiple of ``batch_size * world_size`` (padding is scored and dropped)
-    so every rank runs the same number of forwards. Returns flat arrays sorted by (live_id, segment):
-    live_id, streamer_id, segment (the *target* segment), label, score (probability), logit.
+    ``split``: a :class:`WindowedSplit` (every rank holds all windows and scores its slice of each
+    global batch) or a :class:`~kuaihl_rec.data.stream.StreamSplit` (every rank scores its own rooms);
+    both pad with dropped windows (``split.eval_batches``) so every rank runs the same number of
+    forwards. Returns flat arrays sorted by (live_id, segment): live_id, streamer_id, segment (the
+    *target* segment), label, score (probability), logit.
     """
-    n = len(split)
-    global_bs = batch_size * world_size
-    n_steps = -(-n // global_bs) if n else 0
-    padded = np.arange(n_steps * global_bs)
-    keep_window = padded < n
-    padded = np.where(keep_window, padded, 0)
+    n_steps, pairs = split.eval_batches(batch_size, rank, world_size)
     pending: deque = deque()
 
     def batches() -> Iterator[LiveBatch]:
-        for k in range(n_steps):
-            sl = slice(k * global_bs + rank * batch_size, k * global_bs + (rank + 1) * batch_size)
-            batch = split.batch(padded[sl])
-            keep = torch.from_numpy(keep_window[sl])[:, None]
+        for batch, keep in pairs:
             pending.append((batch, keep))
             yield batch.to(device)
 
     rows: Dict[str, List[np.ndarray]] = {k: [] for k in ("live_id", "streamer_id", "segment", "label", "logit")}
-    bar = tqdm(total=n_steps, desc=f"score {split.index.stats.split}", unit="batch", leave=False,
+    bar = tqdm(total=n_steps, desc=f"score {split.stats.split}", unit="batch", leave=False,
                disable=not (progress and rank == 0))
     for logits in scorer(batches()):
         batch, keep = pending.popleft()
