@@ -19,7 +19,7 @@ Training order of epoch e on rank r (a function of (seed, e, r) only):
   buffer then briefly holds ``buffer_chunks + 1`` chunks).
 
 Hence one rank whose split is one chunk yields exactly the batches of the in-memory path
-(``_global_batches`` in the trainer) on the same seed. Every rank runs ``min_r floor(W_r / b)``
+(:func:`kuaihl_rec.train.data_path.global_batches`) on the same seed. Every rank runs ``min_r floor(W_r / b)``
 batches an epoch (sharded collectives need equal step counts; ``W_r`` is known from the catalog).
 
 Position: before each batch the iterator records ``(epoch, batch, next chunk, (chunk, consumed) per

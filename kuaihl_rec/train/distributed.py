@@ -18,8 +18,10 @@ from __future__ import annotations
 import datetime
 import os
 import re
+import socket
 from typing import Optional
 
+import torch
 import torch.distributed as dist
 
 TIMEOUT_ENV = "KUAIHL_DIST_TIMEOUT_S"
@@ -78,3 +80,26 @@ def peer_lost_error(exc: BaseException, step: Optional[int]) -> Optional[PeerLos
         f"(collectives time out after {TIMEOUT_ENV}={timeout:g} s). Restart the same command on every host "
         "with --resume to continue from the last checkpoint"
     )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed() -> torch.device:
+    """Join torchrun's group (RANK/WORLD_SIZE set) or start a private one-rank group; returns the device."""
+    cuda = torch.cuda.is_available()
+    if not dist.is_initialized():
+        backend = "nccl" if cuda else "gloo"
+        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+            dist.init_process_group(backend=backend, timeout=dist_timeout())
+        else:
+            init = f"tcp://127.0.0.1:{_free_port()}"
+            dist.init_process_group(backend=backend, init_method=init, rank=0, world_size=1, timeout=dist_timeout())
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")

@@ -31,7 +31,6 @@ import json
 import logging
 import math
 import os
-import socket
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -47,7 +46,7 @@ from kuaihl_rec.data.batch import BatchSpec, LiveBatch
 from kuaihl_rec.data.io import DataError, atomic_write_json
 from kuaihl_rec.data.validate import load_segments
 from kuaihl_rec.data.catalog import save_vocabs
-from kuaihl_rec.data.windows import SegmentArrays, WindowConfig, WindowedSplit, window_splits
+from kuaihl_rec.data.windows import SegmentArrays, WindowConfig, window_splits
 from kuaihl_rec.losses import ContentLoss
 from kuaihl_rec.metrics import evaluate_segments
 from kuaihl_rec.model import create_model
@@ -59,9 +58,9 @@ from kuaihl_rec.train.checkpoint import (
 )
 from kuaihl_rec.train.config import TrainConfig
 from kuaihl_rec.train.data_path import (
-    Split, epoch_batches, epoch_steps, global_batches, hash_ids, load_stream_splits, stream_position,
+    Split, epoch_batches, epoch_steps, hash_ids, load_stream_splits, stream_position,
 )
-from kuaihl_rec.train.distributed import dist_timeout, peer_lost_error
+from kuaihl_rec.train.distributed import init_distributed, peer_lost_error
 from kuaihl_rec.train.records import (
     check_run_dir_free, check_saved_config, check_saved_data, data_fingerprint, finite_or_none, move_run_aside,
     plot_losses, run_identity, truncate_jsonl, versions,
@@ -81,29 +80,6 @@ logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------ process group
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def init_distributed() -> torch.device:
-    """Join torchrun's group (RANK/WORLD_SIZE set) or start a private one-rank group; returns the device."""
-    cuda = torch.cuda.is_available()
-    if not dist.is_initialized():
-        backend = "nccl" if cuda else "gloo"
-        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-            dist.init_process_group(backend=backend, timeout=dist_timeout())
-        else:
-            init = f"tcp://127.0.0.1:{_free_port()}"
-            dist.init_process_group(backend=backend, init_method=init, rank=0, world_size=1, timeout=dist_timeout())
-    if cuda:
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        torch.cuda.set_device(local)
-        return torch.device("cuda", local)
-    return torch.device("cpu")
 
 
 # ------------------------------------------------------------------------------------ data
@@ -143,14 +119,6 @@ def load_run_data(data_dir: Path, cfg: TrainConfig, rank: int = 0, world_size: i
         logger.warning("%s: no validation rooms: no validation tau-b, no early stopping; model.pt will be the last "
                        "checkpoint", data_dir)
     return RunData(train=splits["train"], val=splits["val"], spec=BatchSpec.of(splits["train"]), window_cfg=wcfg)
-
-
-def _global_batches(
-    split: WindowedSplit, batch_size: int, seed: int, epoch: int, rank: int, world_size: int
-) -> List[np.ndarray]:
-    """This rank's window indices for every full global batch of the epoch (in-memory path; see
-    :func:`kuaihl_rec.train.data_path.global_batches`)."""
-    return global_batches(split, batch_size, seed, epoch, rank, world_size)
 
 
 # ------------------------------------------------------------------------------------ training
