@@ -123,6 +123,14 @@ PRESETS: Dict[str, EncoderConfig] = {
         vision_kwargs=(("embed_dim", 32), ("depths", (1, 1)), ("num_heads", (2, 4)), ("window_size", 4)),
         image_size=64,
     ),
+    # The raw-media synthetic world's frames (32 x 32, one per segment; docs/WORLD.md 7b): the same tiny Swin on
+    # 32 x 32 inputs, one frame, short texts. For the end-to-end model on CPU (docs/MODEL.md section 12).
+    "swin_media": EncoderConfig(
+        vision_kwargs=(("embed_dim", 32), ("depths", (1, 1)), ("num_heads", (2, 4)), ("window_size", 4)),
+        image_size=32,
+        frames_per_segment=1,
+        max_tokens=48,
+    ),
 }
 
 
