@@ -407,8 +407,13 @@ class TextEncoder(_Freezable):
         return self.tokenizer([str(t) for t in texts], **kwargs)
 
     def forward(self, texts: Sequence[TextInput]) -> torch.Tensor:
+        return self.encode_tokens(self.tokenize(texts))
+
+    def encode_tokens(self, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``[B, d_t]`` from already tokenised texts (``input_ids`` / ``attention_mask`` ... ``[B, L]``, as
+        :meth:`tokenize` gives them): the path of a cached tokenisation."""
         device = next(self.model.parameters()).device
-        enc = {k: v.to(device) for k, v in self.tokenize(texts).items()}
+        enc = {k: v.to(device) for k, v in tokens.items()}
         with self._grad_context():
             hidden = self.model(**enc).last_hidden_state
             if self.cfg.text_pooling == "cls":
