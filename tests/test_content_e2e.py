@@ -129,3 +129,30 @@ def test_missing_media_is_one_clear_error(media_world, tmp_path):
     write_world(generate_world(load_world_config("tiny", **SMALL_WORLD)), tmp_path / "plain", figure=False)
     with pytest.raises(DataError, match=r"lacks the raw-media column\(s\) \['frame_paths'"):
         create_model("content_e2e", spec, media=str(tmp_path / "plain"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("finetune", [True, False])
+def test_the_trainer_runs_the_end_to_end_model_under_dmp(media_world, tmp_path, finetune):
+    """`kuaihl train`'s loop (DMP, pipeline, encoder_lr group, checkpoint) and `kuaihl eval`'s loader."""
+    from kuaihl_rec.train.config import train_config
+    from kuaihl_rec.train.evaluate import load_trained_model
+    from kuaihl_rec.train.loop import train
+
+    world, _ = media_world
+    overrides = {"media": str(world), "finetune": finetune, "encoder_lr": 1e-3, **NET}
+    cfg = train_config("tiny", {"data.min_viewers": 0}, model={"name": "content_e2e", "overrides": overrides},
+                       epochs=1, batch_size=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomInitWarning)
+        summary = train(world, tmp_path / "run", cfg, progress=False)
+        model, _ = load_trained_model(tmp_path / "run")
+    assert summary["steps"] >= 1
+    start = _encoder_state(_e2e(world, finetune=finetune, seed=cfg.seed))
+    trained = _encoder_state(model)
+    moved = [k for k in start if not torch.equal(start[k], trained[k])]
+    if finetune:
+        assert any(k.startswith("featurizer.visual.") for k in moved)
+        assert any(k.startswith("featurizer.text.") for k in moved)
+    else:
+        assert moved == []
