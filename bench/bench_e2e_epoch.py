@@ -107,14 +107,14 @@ def main(argv=None) -> int:
             results[key] = _run(model, data, root / f"run_{key}", args.train_preset, overrides)
             r = results[key]
             r["seconds_per_step"] = round(r["epoch_seconds"] / max(r["steps"], 1), 3)
-            print(f"{key:>9}: epoch {r['epoch_seconds']:.1f} s, {r['steps']} steps, {r['seconds_per_step']:.2f} s/step, "
-                  f"val tau {r['val_tau']}", flush=True)
+            print(f"{key:>9}: epoch {r['epoch_seconds']:.1f} s, {r['steps']} steps, "
+                  f"{r['seconds_per_step']:.2f} s/step, val tau {r['val_tau']}", flush=True)
     ref = results.get("content", {}).get("epoch_seconds")
     for key in ("frozen", "finetune"):
         if ref and key in results:
             results[key]["ratio_to_content"] = round(results[key]["epoch_seconds"] / ref, 1)
-    print(f"world: {results['segments']} segments ({results['world_seconds']} s); extract {results['extract_seconds']} s; "
-          f"media bank {results['bank_seconds']} s; {results['threads']} threads")
+    print(f"world: {results['segments']} segments ({results['world_seconds']} s); "
+          f"extract {results['extract_seconds']} s; media bank {results['bank_seconds']} s; {results['threads']} threads")
     for key in ("frozen", "finetune"):
         if "ratio_to_content" in results.get(key, {}):
             print(f"{key}: {results[key]['ratio_to_content']}x the epoch of `content` on the extracted twin")

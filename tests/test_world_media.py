@@ -46,7 +46,8 @@ def _word_group(word, groups):
 def test_asr_follows_the_feature_worlds_text_shift_and_comments_lag():
     world = _world(n_rooms=8, segments_per_room=20.0)
     truth = world.truth.to_pandas()
-    state, shift, lyric = truth["state"].to_numpy(), truth["text_shift"].to_numpy().astype(int), truth["text_nonseq"].to_numpy()
+    state, shift = truth["state"].to_numpy(), truth["text_shift"].to_numpy().astype(int)
+    lyric = truth["text_nonseq"].to_numpy()
     seg = truth["segment"].to_numpy()
     asr = world.segments.column("asr_text").to_pylist()
     comments = world.segments.column("comment_text").to_pylist()

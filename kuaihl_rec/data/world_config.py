@@ -414,7 +414,8 @@ def _load_packaged_presets() -> Dict[str, WorldConfig]:
     return _resolve_presets(data["presets"], str(PRESETS_FILE))
 
 
-#: Named presets from ``kuaihl_rec/configs/world.yaml`` (``default``, ``tiny``, ``no_content``, ``bench_1m``).
+#: Named presets from ``kuaihl_rec/configs/world.yaml`` (``default``, ``tiny``, ``tiny_media``, ``media``,
+#: ``no_content``, ``bench_1m``).
 WORLD_PRESETS: Dict[str, WorldConfig] = _load_packaged_presets()
 
 
