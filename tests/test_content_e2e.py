@@ -156,3 +156,23 @@ def test_the_trainer_runs_the_end_to_end_model_under_dmp(media_world, tmp_path, 
         assert any(k.startswith("featurizer.text.") for k in moved)
     else:
         assert moved == []
+
+
+@pytest.mark.parametrize("argv, words", [
+    ([], ["model.media", "raw_media"]),
+    (["--set", "model.media=nowhere"], ["nowhere", "does not exist"]),
+    (["--set", "model.media=W", "--set", "model.finetune=maybe"], ["model.finetune", "maybe"]),
+    (["--set", "model.media=W", "--set", "model.encoder_lr=-1"], ["model.encoder_lr", "-1"]),
+])
+def test_kuaihl_train_names_a_bad_end_to_end_setting_in_one_line(media_world, tmp_path, capsys, argv, words):
+    from kuaihl_rec.apps.cli import main
+
+    world = str(media_world[0])
+    argv = [a.replace("=W", f"={world}") for a in argv]
+    try:
+        status = main(["train", "content_e2e", "--data", world, "--out", str(tmp_path / "o"), "-q", *argv])
+    except SystemExit as exc:
+        status = exc.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and len(err) == 1 and err[0].startswith("kuaihl train:"), err
+    assert all(w in err[0] for w in words), err

@@ -166,8 +166,13 @@ def content_e2e(spec: BatchSpec, preset: str = "small", media: Optional[str] = N
     if media is None:
         raise ValueError("content_e2e needs the raw-media table: --set model.media=DIR "
                          "(a world written with `kuaihl world --preset tiny_media` or `--set raw_media=true`)")
+    if not isinstance(finetune, bool):
+        raise ValueError(f"content_e2e: model.finetune must be true or false, got {finetune!r}")
+    if encoder_lr is not None and (isinstance(encoder_lr, bool) or not isinstance(encoder_lr, (int, float))
+                                   or not encoder_lr > 0):
+        raise ValueError(f"content_e2e: model.encoder_lr must be a number > 0 (or unset), got {encoder_lr!r}")
     enc_cfg = preset_config(encoder_preset, vision_checkpoint=vision_checkpoint, text_model=text_model)
-    featurizer = EndToEndFeaturizer(enc_cfg, trainable=bool(finetune))
+    featurizer = EndToEndFeaturizer(enc_cfg, trainable=finetune)
     bank = load_media_bank(media, enc_cfg, featurizer)
     sizes = featurizer.sizes
     spec = dataclasses.replace(spec, visual_tokens=sizes.visual_tokens, visual_dim=sizes.visual_dim,
@@ -176,4 +181,5 @@ def content_e2e(spec: BatchSpec, preset: str = "small", media: Optional[str] = N
     ec = build_streamer_embedding(spec, cfg) if cfg.uses_streamer_table else None
     if cfg.streamer_init is not None:  # a pretrained streamer embedding (ContentCTR 3.1), as for `content`
         init_streamer_table(ec.embeddings[STREAMER_TABLE].weight, cfg.streamer_init)
-    return ContentE2E(spec, cfg, ec, MediaFeaturizer(featurizer, bank, encoder_lr), default_loss="contentctr")
+    lr = None if encoder_lr is None else float(encoder_lr)
+    return ContentE2E(spec, cfg, ec, MediaFeaturizer(featurizer, bank, lr), default_loss="contentctr")
