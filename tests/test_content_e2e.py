@@ -176,3 +176,34 @@ def test_kuaihl_train_names_a_bad_end_to_end_setting_in_one_line(media_world, tm
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 1 and len(err) == 1 and err[0].startswith("kuaihl train:"), err
     assert all(w in err[0] for w in words), err
+
+
+@pytest.mark.slow
+def test_a_killed_fine_tuning_run_resumes_to_the_uninterrupted_losses(media_world, tmp_path):
+    """Checkpoints hold the encoders, both AdamW parameter groups and the RNGs (MiniLM's dropout)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    overrides = {"media": str(media_world[0]), "finetune": True, "encoder_lr": 1e-4, **NET}
+    common = ("import warnings; warnings.simplefilter('ignore')\n"
+              "from kuaihl_rec.train.config import train_config\nfrom kuaihl_rec.train.loop import train\n"
+              f"cfg = train_config('tiny', {{'data.min_viewers': 0}}, model={{'name': 'content_e2e', "
+              f"'overrides': {overrides!r}}}, epochs=3, batch_size=2, checkpoint_every=2)\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+    def run(code):
+        return subprocess.run([sys.executable, "-c", common + code], capture_output=True, text=True, env=env,
+                              timeout=600, cwd=tmp_path)
+
+    world = media_world[0]
+    assert run(f"train(r'{world}', r'{tmp_path / 'full'}', cfg, progress=False)").returncode == 0
+    killed = run(f"train(r'{world}', r'{tmp_path / 'cut'}', cfg, progress=False, stop_after_steps=3)")
+    assert killed.returncode == 17, killed.stderr[-3000:]
+    resumed = run(f"train(r'{world}', r'{tmp_path / 'cut'}', cfg, progress=False, resume=True)")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    steps = [[json.loads(x) for x in (tmp_path / r / "steps.jsonl").read_text().splitlines()] for r in ("full", "cut")]
+    assert len(steps[0]) > 3
+    assert [(s["step"], s["loss"]) for s in steps[0]] == [(s["step"], s["loss"]) for s in steps[1]]
