@@ -123,6 +123,14 @@ PRESETS: Dict[str, EncoderConfig] = {
         vision_kwargs=(("embed_dim", 32), ("depths", (1, 1)), ("num_heads", (2, 4)), ("window_size", 4)),
         image_size=64,
     ),
+    # The raw-media synthetic world's frames (32 x 32, one per segment; docs/WORLD.md 7b): the same tiny Swin on
+    # 32 x 32 inputs, one frame, short texts. For the end-to-end model on CPU (docs/MODEL.md section 12).
+    "swin_media": EncoderConfig(
+        vision_kwargs=(("embed_dim", 32), ("depths", (1, 1)), ("num_heads", (2, 4)), ("window_size", 4)),
+        image_size=32,
+        frames_per_segment=1,
+        max_tokens=48,
+    ),
 }
 
 
@@ -399,8 +407,13 @@ class TextEncoder(_Freezable):
         return self.tokenizer([str(t) for t in texts], **kwargs)
 
     def forward(self, texts: Sequence[TextInput]) -> torch.Tensor:
+        return self.encode_tokens(self.tokenize(texts))
+
+    def encode_tokens(self, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``[B, d_t]`` from already tokenised texts (``input_ids`` / ``attention_mask`` ... ``[B, L]``, as
+        :meth:`tokenize` gives them): the path of a cached tokenisation."""
         device = next(self.model.parameters()).device
-        enc = {k: v.to(device) for k, v in self.tokenize(texts).items()}
+        enc = {k: v.to(device) for k, v in tokens.items()}
         with self._grad_context():
             hidden = self.model(**enc).last_hidden_state
             if self.cfg.text_pooling == "cls":

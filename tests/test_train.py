@@ -247,7 +247,7 @@ def every_model_trained(tiny_world, tmp_path_factory):
     root = tmp_path_factory.mktemp("every_model")
     return {
         name: (root / name, train(tiny_world, root / name, train_config("tiny", {"data.stride": 5}, model=name, epochs=1), progress=False))
-        for name in list_models()
+        for name in list_models() if name != "content_e2e"  # reads raw media: tests/test_content_e2e.py
     }
 
 
@@ -258,7 +258,7 @@ def test_every_registered_model_trains_with_its_default_loss(every_model_trained
     from kuaihl_rec.losses import LOSS_PRESETS
     from kuaihl_rec.model.registry import list_models
 
-    assert set(every_model_trained) == set(list_models())
+    assert set(every_model_trained) == set(list_models()) - {"content_e2e"}
     for name, (run, summary) in every_model_trained.items():
         config = json.loads((run / "config.json").read_text())
         loss_name = config["loss"]

@@ -49,6 +49,8 @@ import time
 from pathlib import Path
 from typing import Dict, Optional, Union
 
+import numpy as np
+
 from kuaihl_rec.data.io import (
     atomic_write_bytes,
     atomic_write_json,
@@ -68,6 +70,7 @@ from kuaihl_rec.data.world_features import text_features, visual_features
 from kuaihl_rec.data.world_figure import plot_room_timeline
 from kuaihl_rec.data.world_latent import generate_latent, transition_matrices
 from kuaihl_rec.data.world_layout import random_streams, segment_layout
+from kuaihl_rec.data.world_media import media_columns, plan_media, write_frames
 
 # Re-exported: importable from here as they were before the generator was split into modules.
 from kuaihl_rec.data.world_profiles import (  # noqa: F401, E402
@@ -147,13 +150,20 @@ def generate_world(cfg: Optional[WorldConfig] = None, progress: bool = False) ->
     timer.tick("text")
 
     segments = segment_table(structure, layout, audience, visual, text.text)
+    media = None
+    if cfg.raw_media:
+        media = plan_media(cfg, structure.room_length, layout, hidden, text.shift, text.nonsequential)
+        raw = media_columns(media, segments.column("live_id").to_numpy(), layout.segment)
+        for name in ("frame_paths", "asr_text", "comment_text"):
+            segments = segments.append_column(name, raw[name])
+        timer.tick("media")
     truth, streamers, rooms = truth_sidecar(structure, layout, params, hidden, text)
     timer.tick("tables")
     timings = timer.timings
     stages = ", ".join(f"{k} {v:.2f}s" for k, v in timings.items())
     logger.info("world: generated in %.2f s (%s)", sum(timings.values()), stages)
     return World(segments=segments, truth=truth, streamers=streamers, rooms=rooms, sizes=cfg.sizes, config=cfg,
-                 timings=timings)
+                 timings=timings, media=media)
 
 
 def write_world(world: World, out_dir: Union[str, Path], figure: bool = True) -> Dict[str, Path]:
@@ -166,11 +176,19 @@ def write_world(world: World, out_dir: Union[str, Path], figure: bool = True) ->
     ``out_dir/world_config.yaml``                 the resolved config (loadable again)
     ``out_dir/world_summary.json``                label statistics (:func:`summarize_world`)
     ``out_dir/figures/room_timeline.png``         one room's timeline (:func:`plot_room_timeline`)
+    ``out_dir/media/<live_id>/<segment>.png``     the frames, when ``config.raw_media`` (docs/WORLD.md 7b)
     """
     out = Path(out_dir)
     cfg = world.config
     paths: Dict[str, Path] = {}
     extra = {"source": "synthetic world", "preset": cfg.preset, "seed": cfg.seed, "min_viewers": cfg.min_viewers}
+    if world.media is not None:  # frames first: the table that points at them is written after them
+        rooms = world.rooms.column("live_id").to_numpy()
+        lengths = world.rooms.column("n_segments").to_numpy()
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        n = write_frames(world.media, offsets, lengths, rooms, out)
+        paths["media"] = out / "media"
+        logger.info("world: wrote %d frames under %s", n, paths["media"])
     write_segment_table(world.segments, out, world.sizes, extra=extra)
     paths["dataset"] = out / "dataset.json"
     paths["segments"] = out / "segments"

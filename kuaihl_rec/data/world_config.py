@@ -157,6 +157,10 @@ class WorldConfig:
     comment_lag: int = 1
     lyrics_rate: float = 0.2
 
+    # --- raw media (docs/WORLD.md section 7b) ---------------------------------------------------
+    raw_media: bool = False
+    frame_size: int = 32
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name)))
@@ -335,6 +339,7 @@ def _validate_features(cfg: WorldConfig) -> None:
     _require(abs(total - 1.0) < 1e-6, "text_lag", f"probabilities must sum to 1 (got {total:g})")
     _require(cfg.comment_lag >= 0, "comment_lag", "must be >= 0")
     _require(0.0 <= cfg.lyrics_rate <= 1.0, "lyrics_rate", "must lie in [0, 1]")
+    _require(8 <= cfg.frame_size <= 256, "frame_size", "must lie in [8, 256] pixels")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -409,7 +414,8 @@ def _load_packaged_presets() -> Dict[str, WorldConfig]:
     return _resolve_presets(data["presets"], str(PRESETS_FILE))
 
 
-#: Named presets from ``kuaihl_rec/configs/world.yaml`` (``default``, ``tiny``, ``no_content``, ``bench_1m``).
+#: Named presets from ``kuaihl_rec/configs/world.yaml`` (``default``, ``tiny``, ``tiny_media``, ``media``,
+#: ``no_content``, ``bench_1m``).
 WORLD_PRESETS: Dict[str, WorldConfig] = _load_packaged_presets()
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -56,6 +56,7 @@ class World:
     rooms:     per-room schedule (start / end, split, cold start)
     sizes:     feature sizes of ``visual`` / ``text``
     config:    the resolved :class:`WorldConfig`
+    media:     the raw media (``world_media.WorldMedia``) when ``config.raw_media``, else None
     """
 
     segments: pa.Table
@@ -65,6 +66,7 @@ class World:
     sizes: FeatureSizes
     config: WorldConfig
     timings: Dict[str, float] = dataclasses.field(default_factory=dict)
+    media: Optional[Any] = None  # a world_media.WorldMedia when config.raw_media (frames are written by write_world)
 
 
 def list_column(flat: np.ndarray) -> pa.ChunkedArray:

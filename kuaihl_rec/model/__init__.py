@@ -9,6 +9,7 @@ where it defines them); the ID baselines register themselves in the ``baselines`
 """
 
 from kuaihl_rec.model import content as _content  # noqa: F401  (registers the content models)
+from kuaihl_rec.model import content_e2e as _content_e2e  # noqa: F401  (registers content_e2e)
 from kuaihl_rec.model.config import CONTENT_PRESETS, FUSIONS, ID_SOURCES, ContentConfig, content_config
 from kuaihl_rec.model.content import (
     CONTENT_VARIANTS,

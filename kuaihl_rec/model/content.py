@@ -355,10 +355,16 @@ class ContentCTR(nn.Module):
             return self.latent(e_f)
         return None
 
+    def content_inputs(self, batch: LiveBatch) -> Tuple[Tensor, Tensor]:
+        """The visual ``[b, n, k_v, d_v]`` and text ``[b, n, d_t]`` features the model reads: the batch's
+        (pre-extracted); the end-to-end model (``content_e2e``) computes them from raw media instead."""
+        return batch.visual, batch.text
+
     def encode(self, batch: LiveBatch) -> ContentOutput:
         """Logits and the projected text / visual sequences (for the alignment loss)."""
+        inputs = self.content_inputs(batch)
         e_f, text_seq, visual_seq = self.features(
-            batch.visual, batch.text, batch.counters, batch.observed, batch.timestamp, batch.segment
+            inputs[0], inputs[1], batch.counters, batch.observed, batch.timestamp, batch.segment
         )
         u: Optional[Tensor] = None
         if self.embedding_collection is not None:

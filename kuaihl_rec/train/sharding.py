@@ -202,11 +202,29 @@ def wrap_model(model: nn.Module, device: torch.device, pg=None) -> DistributedMo
     return DistributedModelParallel(module=model, device=device, plan=plan)
 
 
+def _encoder_groups(dmp: nn.Module, params: List[torch.Tensor], lr: float) -> List[dict]:
+    """AdamW parameter groups: the encoders of a module with ``encoder_lr`` set (the end-to-end content
+    model's featurizer) get that learning rate, every other dense parameter ``lr``."""
+    encoder: Dict[int, float] = {}
+    for module in dmp.modules():
+        if getattr(module, "encoder_lr", None) is not None:
+            encoder.update({id(p): float(module.encoder_lr) for p in module.parameters()})
+    rest = [p for p in params if id(p) not in encoder]
+    groups = [{"params": rest, "lr": lr}] if rest else []
+    for enc_lr in sorted(set(encoder.values())):
+        own = [p for p in params if encoder.get(id(p)) == enc_lr]
+        if own:
+            groups.append({"params": own, "lr": enc_lr})
+    return groups
+
+
 def build_optimizer(dmp: DistributedModelParallel, cfg: OptimConfig) -> CombinedOptimizer:
     dense = dict(in_backward_optimizer_filter(dmp.named_parameters()))
     dense_opt = KeyedOptimizerWrapper(
         dense,
-        lambda params: ClippedAdamW(params, max_norm=cfg.grad_clip, lr=cfg.lr, weight_decay=cfg.weight_decay),
+        lambda params: ClippedAdamW(
+            _encoder_groups(dmp, params, cfg.lr), max_norm=cfg.grad_clip, lr=cfg.lr, weight_decay=cfg.weight_decay
+        ),
     )
     return CombinedOptimizer([dmp.fused_optimizer, dense_opt])
 

@@ -1,0 +1,127 @@
+"""What one training epoch of the end-to-end content model (``content_e2e``) costs, against its twins.
+
+Builds a raw-media world (default: preset ``tiny_media``), extracts its frozen-feature twin with
+``kuaihl extract`` (encoder preset ``swin_media``), then trains one epoch, through the real trainer
+(``kuaihl_rec.train.loop.train``: DMP, pipeline, validation), of
+
+* ``content``          on the extracted twin (pre-extracted vectors: the reference),
+* ``content_e2e``      frozen (``finetune=False``: encoders run forward only, every step),
+* ``content_e2e``      fine-tuned (``finetune=True``: gradients through Swin and MiniLM),
+
+and prints each run's epoch seconds (the trainer's own ``epoch_seconds``: the training steps, without
+the validation pass), its steps, seconds per step and the ratio to the reference; plus the one-off
+seconds of building the media bank (decoding every frame, tokenising every text) and of the
+extraction. Synthetic data; timings are printed, never asserted.
+
+Usage::
+
+    OMP_NUM_THREADS=2 nice -n 10 python bench/bench_e2e_epoch.py              # tiny_media, train preset tiny
+    python bench/bench_e2e_epoch.py --world-set n_rooms=16 --train-preset tiny --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Dict
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import torch  # noqa: E402
+
+from kuaihl_rec.data.world import generate_world, load_world_config, write_world  # noqa: E402
+from kuaihl_rec.encoders import RandomInitWarning  # noqa: E402
+from kuaihl_rec.extract import run_extract  # noqa: E402
+from kuaihl_rec.train.config import train_config  # noqa: E402
+from kuaihl_rec.train.loop import train  # noqa: E402
+
+
+def _parse_set(items):
+    out: Dict[str, Any] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _run(name: str, data: Path, out: Path, preset: str, overrides: Dict[str, Any]) -> Dict[str, Any]:
+    model = name.split(":")[0]
+    cfg = train_config(preset, model={"name": model, "overrides": overrides}, epochs=1)
+    t0 = time.perf_counter()
+    summary = train(data, out, cfg, progress=False)
+    total = time.perf_counter() - t0
+    epoch = summary["history"][0]
+    return {"epoch_seconds": epoch["epoch_seconds"], "steps": summary["steps"], "total_seconds": round(total, 2),
+            "val_tau": epoch.get("val_tau")}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--world", default="tiny_media", help="world preset (raw_media is forced on)")
+    ap.add_argument("--world-set", action="append", default=[], help="world knob KEY=VALUE")
+    ap.add_argument("--train-preset", default="tiny")
+    ap.add_argument("--encoder-lr", type=float, default=1e-4)
+    ap.add_argument("--skip", action="append", default=[], help="skip a run: content | frozen | finetune")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    warnings.simplefilter("ignore", RandomInitWarning)
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    results: Dict[str, Any] = {"threads": torch.get_num_threads(), "world": args.world,
+                               "world_set": _parse_set(args.world_set), "train_preset": args.train_preset}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        t0 = time.perf_counter()
+        world = generate_world(load_world_config(args.world, raw_media=True, **results["world_set"]))
+        write_world(world, root / "w", figure=False)
+        results["segments"] = world.segments.num_rows
+        results["world_seconds"] = round(time.perf_counter() - t0, 2)
+        t0 = time.perf_counter()
+        run_extract(root / "w", root / "x", preset="swin_media", progress=False)
+        results["extract_seconds"] = round(time.perf_counter() - t0, 2)
+        t0 = time.perf_counter()
+        # why: function-level import: the bank's one-off cost is measured on its own
+        from kuaihl_rec.encoders import EndToEndFeaturizer, preset_config
+        from kuaihl_rec.model.content_e2e import load_media_bank
+
+        enc = preset_config("swin_media")
+        load_media_bank(root / "w", enc, EndToEndFeaturizer(enc, trainable=False))
+        results["bank_seconds"] = round(time.perf_counter() - t0, 2)
+        runs = {
+            "content": ("content", root / "x", {}),
+            "frozen": ("content_e2e", root / "w", {"media": str(root / "w"), "finetune": False}),
+            "finetune": ("content_e2e", root / "w", {"media": str(root / "w"), "finetune": True,
+                                                     "encoder_lr": args.encoder_lr}),
+        }
+        for key, (model, data, overrides) in runs.items():
+            if key in args.skip:
+                continue
+            results[key] = _run(model, data, root / f"run_{key}", args.train_preset, overrides)
+            r = results[key]
+            r["seconds_per_step"] = round(r["epoch_seconds"] / max(r["steps"], 1), 3)
+            print(f"{key:>9}: epoch {r['epoch_seconds']:.1f} s, {r['steps']} steps, "
+                  f"{r['seconds_per_step']:.2f} s/step, val tau {r['val_tau']}", flush=True)
+    ref = results.get("content", {}).get("epoch_seconds")
+    for key in ("frozen", "finetune"):
+        if ref and key in results:
+            results[key]["ratio_to_content"] = round(results[key]["epoch_seconds"] / ref, 1)
+    print(f"world: {results['segments']} segments ({results['world_seconds']} s); "
+          f"extract {results['extract_seconds']} s; media bank {results['bank_seconds']} s; {results['threads']} threads")
+    for key in ("frozen", "finetune"):
+        if "ratio_to_content" in results.get(key, {}):
+            print(f"{key}: {results[key]['ratio_to_content']}x the epoch of `content` on the extracted twin")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
