@@ -19,6 +19,7 @@ from kuaihl_rec.data.world import generate_world, load_world_config, write_world
 from kuaihl_rec.encoders import RandomInitWarning  # noqa: E402
 from kuaihl_rec.losses import ContentLoss  # noqa: E402
 from kuaihl_rec.model import create_model  # noqa: E402
+from kuaihl_rec.serving import ContentInference, NotServable  # noqa: E402
 from kuaihl_rec.train.sharding import _encoder_groups  # noqa: E402
 
 SMALL_WORLD = dict(n_streamers=3, n_rooms=4, segments_per_room=10.0, min_segments_per_room=8)
@@ -207,3 +208,10 @@ def test_a_killed_fine_tuning_run_resumes_to_the_uninterrupted_losses(media_worl
     steps = [[json.loads(x) for x in (tmp_path / r / "steps.jsonl").read_text().splitlines()] for r in ("full", "cut")]
     assert len(steps[0]) > 3
     assert [(s["step"], s["loss"]) for s in steps[0]] == [(s["step"], s["loss"]) for s in steps[1]]
+
+
+def test_the_serving_path_refuses_the_end_to_end_model(media_world):
+    """Serving reads pre-extracted vectors: an end-to-end run would be scored with the wrong encoders."""
+    model = _e2e(media_world[0], finetune=False)
+    with pytest.raises(NotServable, match="encoders run inside the model"):
+        ContentInference(model, streamer_vocab=np.arange(3), model_name="content_e2e")

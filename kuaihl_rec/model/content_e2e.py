@@ -140,6 +140,12 @@ class MediaFeaturizer(nn.Module):
 class ContentE2E(ContentCTR):
     """ContentCTR whose ``visual`` / ``text`` come from :class:`MediaFeaturizer` (``self.media``)."""
 
+    #: Why the plain-tensor serving path refuses this model (kuaihl_rec.serving reads it): serving takes
+    #: pre-extracted feature vectors, and features from any other encoder than this run's (fine-tuned)
+    #: Swin and MiniLM would be scored silently wrong.
+    not_servable = ("its encoders run inside the model on raw frames and text, and serving takes pre-extracted "
+                    "feature vectors; extract features with this run's encoders first (not yet supported)")
+
     def __init__(self, spec: BatchSpec, config: ContentConfig, embedding_collection, media: MediaFeaturizer,
                  default_loss: Optional[str] = None) -> None:
         super().__init__(spec, config, embedding_collection, default_loss=default_loss)

@@ -99,6 +99,9 @@ class ContentInference(nn.Module):
                 f"model {model_name!r} ({type(model).__name__}) is not a content model; the serving path covers the "
                 "ContentCTR family (the ID baselines score from their own feature pipeline)"
             )
+        reason = getattr(model, "not_servable", None)
+        if reason:
+            raise NotServable(f"model {model_name!r} cannot be served on plain tensors: {reason}")
         if not model.config.causal or model.history is not None:
             raise NotServable(
                 f"model {model_name!r} uses a fully visible window (ContentCTR-HL history feature): a segment's "
