@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build (or reuse) the project's virtual environment with the tested stack
-# (../shared/docs/ENVIRONMENT.md): torch 2.14.1 + torchvision 0.29.1 + torchrec 1.9.2
+# (docs/ENVIRONMENT.md): torch 2.14.1 + torchvision 0.29.1 + torchrec 1.9.2
 # + fbgemm-gpu-cpu 1.9.0 (or the CUDA fbgemm-gpu where an NVIDIA driver answers).
 #
 # Idempotent: a stamp file records the hash of this script and of pyproject.toml;
