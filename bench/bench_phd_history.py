@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from scipy.cluster.vq import kmeans2
@@ -155,11 +155,14 @@ def observable_probes(data, train: Sequence[UserExample], test: Sequence[UserExa
 
 
 def kernel_probe(data, train: Sequence[UserExample], test: Sequence[UserExample], latent_dim: int,
-                 seed: int, population: bool = True, project: bool = True, smoothing: bool = True) -> Dict[str, float]:
+                 seed: int, population: bool = True, project: bool = True, smoothing: bool = True,
+                 fuse_with: Optional[Dict[str, tuple]] = None) -> Dict[str, float]:
     """Observable likelihood-ratio probe (no truth): features -> top ``latent_dim`` principal components with
     the ridge generic direction projected out, each target segment smoothed over +-1 neighbours, each history
     clip the mean of its segments; ``personal_t = log mean_j exp(kappa cos(x_t, h_j))`` minus the same over a
-    population of 400 train users' clips; score = z-scored ridge generic + beta personal (beta, kappa on train)."""
+    population of 400 train users' clips; score = z-scored ridge generic + beta personal (beta, kappa on train).
+    ``fuse_with`` {name: (train scores, test scores)} of trained generic models: the same late fusion with the
+    z-scored model score in place of the ridge generic."""
     x_tr = np.concatenate([_features(data.videos[e.video_id]) for e in train])
     y_tr = np.concatenate([segment_labels(e.selections, data.videos[e.video_id].n_segments, data.segment_seconds)
                            for e in train])
@@ -200,15 +203,29 @@ def kernel_probe(data, train: Sequence[UserExample], test: Sequence[UserExample]
     def lse_mean(c):
         return np.log(np.exp(c).mean(-1))
 
-    def score(exs, beta, kappa):
+    def zscore(a):
+        return (a - a.mean()) / (a.std() + 1e-9)
+
+    def score(exs, beta, kappa, base=None):
         out = []
-        for e in exs:
+        for i, e in enumerate(exs):
             x = unit(smooth(cache[e.video_id]))
+            g = gen(e.video_id) if base is None else zscore(base[i])
             ref = lse_mean(kappa * x @ pop.T) if population else 0.0
-            out.append(gen(e.video_id) + beta * (lse_mean(kappa * x @ clips(e).T) - ref))
+            out.append(g + beta * (lse_mean(kappa * x @ clips(e).T) - ref))
         return out
 
-    grid = [(b, k) for b in (0.0, 0.25, 0.5, 1.0) for k in (2.0, 5.0, 10.0)]
+    grid = [(b, k) for b in (0.0, 0.25, 0.5, 1.0, 2.0) for k in (2.0, 5.0, 10.0)]
+    if fuse_with is not None:
+        out = {}
+        for name, (s_tr, s_te) in fuse_with.items():
+            tr = {bk: _map(data, train, score(train, *bk, base=s_tr)) for bk in grid}
+            beta, kappa = max(tr, key=tr.get)
+            out[f"{name} alone"] = _map(data, test, s_te)
+            for who, exs in (("own", test), ("other", _other(test))):
+                out[f"{name} + kernel history ratio (beta={beta}, kappa={kappa}), {who} history"] = _map(
+                    data, test, score(exs, beta, kappa, base=s_te))
+        return out
     tr = {bk: _map(data, train, score(train, *bk)) for bk in grid}
     beta, kappa = max(tr, key=tr.get)
     tag = f"beta={beta}, kappa={kappa}" + "".join(
@@ -273,7 +290,13 @@ def main(argv=None) -> None:
         if args.loo:
             train = leave_one_out_examples(train)
             print(f"leave-one-out training examples: {len(train)}")
-        train_probes(data, train, test, args.rows.split(","), args.epochs, args.seed)
+        generic = train_probes(data, train, test, args.rows.split(","), args.epochs, args.seed)
+        if generic:
+            print("# late fusion: z-scored generic model + population-referenced history kernel (beta, kappa on train)")
+            base_train = user_examples(data, "train")
+            fuse = {n: (sc[0][:len(base_train)], sc[1]) for n, sc in generic.items()}  # LOO keeps them first
+            for k, v in kernel_probe(data, base_train, test, cfg.latent_dim, args.seed, fuse_with=fuse).items():
+                print(f"{k:<95s} {v:6.2f}")
 
 
 if __name__ == "__main__":

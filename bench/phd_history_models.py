@@ -55,7 +55,7 @@ def _pathway_stats(model, data, test: Sequence[UserExample]) -> Dict[str, float]
     sd = torch.stack([s_own[i][valid[i]].std() for i in range(len(valid))])
     diff = torch.stack([(s_own[i] - s_oth[i])[valid[i]].abs().mean() for i in range(len(valid))])
     out["|score change| / score sd (history swapped)"] = float((diff / sd.clamp(min=1e-9)).mean())
-    if hasattr(model, "parts"):
+    if hasattr(model, "parts") and model.config.preference != "generic":
         p = model.parts(own)
         h = torch.nn.functional.normalize(p["h"], dim=-1)
         cos = h @ h.transpose(1, 2)
@@ -76,12 +76,15 @@ def _pathway_stats(model, data, test: Sequence[UserExample]) -> Dict[str, float]
     return out
 
 
-def train_probes(data, train, test, rows: Sequence[str], epochs: int, seed: int) -> None:
+def train_probes(data, train, test, rows: Sequence[str], epochs: int, seed: int) -> Dict[str, tuple]:
+    """Prints the figures; returns {history-free row: (train scores, test scores)} for the late-fusion probe."""
+    generic: Dict[str, tuple] = {}
     for name in rows:
         t0 = time.perf_counter()
         torch.manual_seed(seed)
         model = PHD_ROWS[name].build(data)
         g0 = _input_grad_share(model, data, train, seed)
+        init = _pathway_stats(model, data, test)
         train_phd(model, data, train, PHDTrainConfig(epochs=epochs, seed=seed))
         g1 = _input_grad_share(model, data, train, seed)
         m_own = phd_evaluate(phd_items(data, test, score_phd(model, data, test)))["map"]
@@ -91,4 +94,7 @@ def train_probes(data, train, test, rows: Sequence[str], epochs: int, seed: int)
               f"other {m_oth:.2f}  own-other {m_own - m_oth:+.2f}")
         print(f"   gradient share reaching the history input: init {g0:.3f}  trained {g1:.3f}")
         for k, v in _pathway_stats(model, data, test).items():
-            print(f"   {k:<55s} {v:.3f}")
+            print(f"   {k:<55s} init {init[k]:.3f}  trained {v:.3f}")
+        if not PHD_ROWS[name].uses_history:
+            generic[name] = (score_phd(model, data, train), score_phd(model, data, test))
+    return generic
