@@ -11,7 +11,8 @@ import pytest
 
 from kuaihl_rec.data.io import DataError
 from kuaihl_rec.data.phd.contract import PHDData, PHDLabels, PHDVideo, check_data, read_phd, write_phd
-from kuaihl_rec.data.phd.examples import clip_range, make_batch, segment_labels, user_examples
+from kuaihl_rec.data.phd.examples import (UserExample, clip_range, leave_one_out_examples, make_batch, segment_labels,
+                                          user_examples)
 from kuaihl_rec.data.phd.gifs import read_phd_gifs
 from kuaihl_rec.metrics.phd import frame_labels
 
@@ -104,6 +105,17 @@ def test_segment_labels_match_frames_and_clips():
     # 7.5-8.5 s covers half of segments 7 and 8: both positives (>= 0.5)
     assert batch.labels.shape == (1, 10) and batch.positive[0].tolist() == [i in (2, 3, 4, 7, 8) for i in range(10)]
     assert batch.hist_valid[0, 0].tolist() == [True, True] + [False] * 6  # clip (1, 2) s of video b
+
+
+def test_leave_one_out_examples_hold_each_selection_out_once():
+    e = UserExample("u", "t", ((1.0, 2.0), (5.0, 1.0)), (("a", 0.0, 2.0), ("b", 3.0, 2.0), ("c", 1.0, 3.0)))
+    out = leave_one_out_examples([e])
+    assert out[0] == e and len(out) == 1 + len(e.history)
+    every = {("t", 1.0, 2.0), ("t", 5.0, 1.0), *e.history}
+    for x, (vid, start, dur) in zip(out[1:], e.history):
+        assert x.user_id == "u" and x.video_id == vid and x.selections == ((start, dur),)
+        assert (vid, start, dur) not in x.history  # the held-out selection never reaches the input
+        assert set(x.history) | {(vid, start, dur)} == every and len(x.history) == len(every) - 1
 
 
 # ------------------------------------------------------------------------------ PHD-GIFs CSV release

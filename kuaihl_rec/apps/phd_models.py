@@ -14,6 +14,7 @@ from torch import nn
 from baselines.pr_net import PAPER_MAP, PR_NET_VARIANTS, build_pr_net
 from kuaihl_rec.data.phd.contract import PHDData
 from kuaihl_rec.model.content_hl import ContentHL, ContentHLConfig
+from kuaihl_rec.model.history_kernel import HistoryKernelFusion
 
 
 class PHDRow(NamedTuple):
@@ -39,6 +40,12 @@ def _pr(name: str) -> Callable[[PHDData], nn.Module]:
     return build
 
 
+def _kernel(build: Callable[[PHDData], nn.Module]) -> Callable[[PHDData], nn.Module]:
+    def fused(data: PHDData) -> nn.Module:
+        return HistoryKernelFusion(build(data), data.visual_dim + data.text_dim)
+    return fused
+
+
 PR_NET_DOCS = {
     "pr_net": "PR-Net (eq. 1-9)", "pr_net_G": "PR-Net_G: generic preference only",
     "pr_net_U": "PR-Net_U: user-specific only",
@@ -57,6 +64,11 @@ PHD_ROWS: Dict[str, PHDRow] = {
                                           "ContentCTR-HL + TaoHighlight graph fine-tuning and L_ag", None),
     **{name: PHDRow(_pr(name), cfg.preference != "generic" and cfg.history_size != 0, PR_NET_DOCS[name],
                     PAPER_MAP[name]) for name, cfg in PR_NET_VARIANTS.items()},
+    "pr_net_G+history_kernel": PHDRow(_kernel(_pr("pr_net_G")), True,
+                                      "PR-Net_G + population-referenced history kernel (ours, late fusion)", None),
+    "contentctr_hl_no_history+history_kernel": PHDRow(
+        _kernel(_hl(use_history=False)), True,
+        "ContentCTR-HL w/o history + population-referenced history kernel (ours, late fusion)", None),
     "random": PHDRow(None, False, "reference: uniform random segment scores", None),
     "position_prior": PHDRow(None, False, "reference: earlier segments first", None),
 }
@@ -67,4 +79,4 @@ PAPER_OTHER_ROWS = {"Video2GIF": 14.75, "A-VHD": 16.68, "PHD-GIFs": 16.25, "Adap
 GENERIC_ROW = "contentctr_hl_no_history"
 # Each trained row's history-free counterpart of the same architecture (the paired comparison of the report).
 GENERIC_OF = {**{name: GENERIC_ROW for name in PHD_ROWS if name.startswith("contentctr_hl")},
-              **{name: "pr_net_G" for name in PR_NET_VARIANTS}}
+              **{name: "pr_net_G" for name in PR_NET_VARIANTS}, "pr_net_G+history_kernel": "pr_net_G"}

@@ -5,7 +5,9 @@ A PHD model is any ``nn.Module`` with ``forward(batch: PHDBatch) -> scores [b, n
 follows the papers: each train user's target video is cut into a ``window``-segment crop holding a
 highlight (PR-Net 3.4, ContentCTR 4.1.2), Adam, a cosine learning-rate schedule (ContentCTR 4.3.2)
 decaying to 0 over all steps, gradient-norm clipping at ``grad_clip``. Scoring takes whole videos.
-Deterministic for a given seed (crops, order, dropout and the loss's draws all come from it).
+Deterministic for a given seed (crops, order, dropout and the loss's draws all come from it). A model
+with ``after_training(data, examples, seed, score)`` is given the train users and a train-mAP scorer
+after the last epoch (the history-kernel fusion chooses its scale there).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from torch import nn
 
 from kuaihl_rec.data.phd.contract import PHDData
 from kuaihl_rec.data.phd.examples import UserExample, make_batch, segment_labels, training_crop
-from kuaihl_rec.metrics.phd import PHDItem
+from kuaihl_rec.metrics.phd import PHDItem, phd_evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +76,10 @@ def train_phd(model: nn.Module, data: PHDData, examples: Sequence[UserExample], 
         if on_epoch is not None:
             on_epoch(epoch, losses[-1])
     model.eval()
+    if hasattr(model, "after_training"):  # a post-training fit on the train users (HistoryKernelFusion)
+        def train_map(m: nn.Module, exs: Sequence[UserExample]) -> float:
+            return phd_evaluate(phd_items(data, exs, score_phd(m, data, exs, clip_segments=config.clip_segments)))["map"]
+        model.after_training(data, examples, config.seed, train_map)
     return losses
 
 

@@ -132,3 +132,17 @@ def make_batch(
     t = torch.from_numpy
     lab = t(labels)
     return PHDBatch(t(visual), t(text), t(valid), lab, (lab >= 0.5) & t(valid), t(hv), t(ht), t(hmask))
+
+
+def leave_one_out_examples(examples: Sequence[UserExample]) -> List[UserExample]:
+    """``examples`` plus, for each user and each history clip ``j``, the example whose target is ``j``'s
+    video with ``j`` as the selection and the user's other clips (the other history clips and the target
+    selections) as history. Every selection of a user is a labelled target for that user (PHD-GIFs: each
+    GIF a user made is a highlight of that video for that user); use on training users only."""
+    out = list(examples)
+    for e in examples:
+        target_clips = tuple((e.video_id, start, dur) for start, dur in e.selections)
+        for j, (vid, start, dur) in enumerate(e.history):
+            rest = e.history[:j] + e.history[j + 1:] + target_clips
+            out.append(UserExample(e.user_id, vid, ((start, dur),), rest))
+    return out
