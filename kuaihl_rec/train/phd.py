@@ -78,7 +78,8 @@ def train_phd(model: nn.Module, data: PHDData, examples: Sequence[UserExample], 
     model.eval()
     if hasattr(model, "after_training"):  # a post-training fit on the train users (HistoryKernelFusion)
         def train_map(m: nn.Module, exs: Sequence[UserExample]) -> float:
-            return phd_evaluate(phd_items(data, exs, score_phd(m, data, exs, clip_segments=config.clip_segments)))["map"]
+            scores = score_phd(m, data, exs, clip_segments=config.clip_segments)
+            return phd_evaluate(phd_items(data, exs, scores))["map"]
         model.after_training(data, examples, config.seed, train_map)
     return losses
 
