@@ -187,3 +187,60 @@ def test_bootstrap_and_diagnostics():
     assert clustered["mean_weight_se"] == pytest.approx(per_session.std(ddof=1) / np.sqrt(200), rel=1e-9)
     naive = weight_diagnostics(np.repeat(per_session, 30))
     assert naive["mean_weight_se"] < clustered["mean_weight_se"] / 4
+
+
+def _two_candidate_log(clicks=(0, 1, 1, 0), prefix=True):
+    imp = pd.DataFrame({"request_id": [7, 7, 9, 9], "session_id": [1, 1, 2, 2], "position": [0, 1, 0, 1],
+                        "item_id": [10, 11, 11, 12], "propensity": [0.6, 0.6, 0.3, 0.3],
+                        "click": list(clicks), "watch_s": [0.0, 40.0, 5.0, 0.0],
+                        "prefix_propensity": [0.6, 0.6, 0.3, 0.3]})
+    if not prefix:
+        imp = imp.drop(columns="prefix_propensity")
+    cand = pd.DataFrame({"request_id": [7, 7, 9, 9], "item_id": [10, 11, 11, 12], "x": [1.0, 2.0, 0.5, 0.0]})
+    imp = validate_impressions(imp)
+    return imp, validate_candidates(cand, imp)
+
+
+def test_lift_over_a_zero_baseline_is_none():
+    from ranking.ope.estimators import Contributions
+    boot = SessionBootstrap(np.array([0, 1]), n_boot=10)
+    lift = boot.lift(Contributions(np.array([1.0, 0.0]), np.ones(2)), Contributions(np.zeros(2), np.ones(2)))
+    assert lift["value"] is None
+    # with the truth of a log without clicks: no lift, no lift error (not a ZeroDivisionError)
+    policy = StochasticPolicy(Formula.linear({"x": 1.0}), 0.5)
+    zero = {"value": 0.0, "se": 0.0}
+    truth = {"p": {"policy": policy.to_dict(), "click": zero, "watch_s": {"value": 10.0, "se": 1.0},
+                   "lift": {"click": {"value": None, "se": None}, "watch_s": {"value": 0.1, "se": 0.1}}}}
+    imp, cand = _two_candidate_log(clicks=(0, 0, 0, 0))
+    res = evaluate_log(LoggedData(imp, cand, {"truth": truth}), {"p": policy}, n_boot=0, estimators=("iips",))
+    click = res["policies"]["p"]["rewards"]["click"]["estimates"]["iips"]
+    assert click["lift"]["value"] is None and click["lift_error"] is None and click["relative_error"] is None
+
+
+def test_requested_estimators_are_checked():
+    policy = {"p": StochasticPolicy(Formula.linear({"x": 1.0}), 0.5)}
+    imp, cand = _two_candidate_log()
+    with pytest.raises(ValueError, match=r"unknown estimator\(s\) \['nope'\]"):
+        evaluate_log(LoggedData(imp, cand, {}), policy, n_boot=0, estimators=("iips", "nope"))
+    with pytest.raises(ValueError, match="no estimators to evaluate"):
+        evaluate_log(LoggedData(imp, cand, {}), policy, n_boot=0, estimators=())
+    imp, cand = _two_candidate_log(prefix=False)
+    with pytest.raises(ValueError, match=r"\['ips'\] not supported by this log"):
+        evaluate_log(LoggedData(imp, cand, {}), policy, n_boot=0, estimators=("ips", "iips"))
+
+
+def test_mean_weight_z_test_needs_a_finite_standard_error():
+    d = weight_diagnostics(np.array([2.0, 2.0, 2.0]), cluster=np.array([4, 4, 4]))  # one session: no se
+    assert d["mean_weight_se"] is None and not any("standard errors from 1" in w for w in d["warnings"])
+    d = weight_diagnostics(np.array([2.0, 2.0, 2.0]), cluster=np.array([1, 2, 3]))  # se 0, mean 2: flagged
+    assert any("standard errors from 1" in w for w in d["warnings"])
+
+
+def test_position_marginals_refuses_too_many_candidates():
+    from ranking.ope.plackett_luce import MAX_MARGINAL_TERMS, marginal_terms
+    assert marginal_terms(3, 2) == 3 + 3 * 2 and marginal_terms(2, 5) == 2 + 2 * 1
+    assert marginal_terms(100, 5) > MAX_MARGINAL_TERMS
+    logw = np.zeros((2, 100))
+    logw[0, 10:] = -np.inf
+    with pytest.raises(ValueError, match=r"N = 100 candidates for lists of K = 5.*limit"):
+        position_marginals(logw, 5)

@@ -109,3 +109,49 @@ def test_kuaihl_ope_on_a_hand_made_log(tmp_path, capsys):
     assert "WARNING slate weights untrustworthy (effective sample size" in capsys.readouterr().out
     assert (tmp_path / "out" / "report.md").read_text().startswith("# Off-policy evaluation")
     assert not (tmp_path / "out" / "figures").exists()  # no truth, no estimate-vs-truth figure
+
+
+def _strict(text):
+    def refuse(token):
+        raise AssertionError(f"non-strict JSON constant {token}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_log_without_clicks_gives_strict_json_and_no_lift(tmp_path, capsys):
+    """A baseline value of 0 has no lift (null, not a ZeroDivisionError); ope.json is strict JSON."""
+    imp, cand = _log()
+    imp["click"], imp["watch_s"] = 0, 0.0
+    write_logs(tmp_path / "logs", imp, cand, {"logging": {"temperature": 0.5}})
+    status = main(["ope", "--logs", str(tmp_path / "logs"), "--out", str(tmp_path / "out"), "--n-boot", "20", "-q"])
+    assert status == 0, capsys.readouterr().err
+    result = _strict((tmp_path / "out" / "ope.json").read_text())
+    for e in result["policies"]["control"]["rewards"]["click"]["estimates"].values():
+        assert e["lift"]["value"] is None
+
+
+def test_log_json_is_strict_and_required_and_replaced(tmp_path):
+    imp, cand = _log()
+    logs = tmp_path / "logs"
+    write_logs(logs, imp, cand, {"truth": {"lift": float("inf"), "se": np.float64("nan"), "ok": [1.5, -np.inf]}})
+    meta = _strict((logs / "log.json").read_text())
+    assert meta == {"truth": {"lift": None, "se": None, "ok": [1.5, None]}}
+    assert read_logs(logs).meta == meta
+    # a directory without log.json (an unfinished log) is refused with one line naming the file
+    (logs / "log.json").unlink()
+    with pytest.raises(DataError, match=r"log\.json: no such file"):
+        read_logs(logs)
+    # rewriting a log: the old log.json (and its truth) goes before the tables are replaced
+    write_logs(logs, imp, cand, {"truth": {"old": 1}})
+    bad = cand.drop(index=0)  # invalid: refused before anything is written
+    with pytest.raises(DataError):
+        write_logs(logs, imp, bad, {"new": 1})
+    assert (logs / "log.json").exists()
+    import ranking.ope.schema as schema
+    real = schema.atomic_write_parquet
+    seen = []
+    schema.atomic_write_parquet = lambda *a, **k: (seen.append((logs / "log.json").exists()), real(*a, **k))
+    try:
+        write_logs(logs, imp, cand, {"new": 1})
+    finally:
+        schema.atomic_write_parquet = real
+    assert seen == [False, False] and read_logs(logs).meta == {"new": 1}

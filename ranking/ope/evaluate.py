@@ -61,11 +61,31 @@ def _reward_block(arrays: RequestArrays, probs: PolicyProbabilities, reward: str
         if truth is not None:
             true = truth[reward]["value"]
             entry["relative_error"] = (entry["value"] - true) / true if true else None
-            entry["lift_error"] = entry["lift"]["value"] - truth["lift"][reward]["value"] if "lift" in truth else None
+            true_lift = truth["lift"][reward]["value"] if "lift" in truth else None
+            entry["lift_error"] = entry["lift"]["value"] - true_lift \
+                if entry["lift"]["value"] is not None and true_lift is not None else None
         out["estimates"][name] = entry
     if truth is not None:
         out["truth"] = {**truth[reward], **({"lift": truth["lift"][reward]} if "lift" in truth else {})}
     return out
+
+
+def _estimator_names(requested: Optional[Sequence[str]], supported: Sequence[str]) -> list:
+    """The estimators to run: every supported one, or the requested ones (all known and supported)."""
+    if requested is None:
+        names = list(supported)
+    else:
+        unknown = [n for n in requested if n not in ESTIMATORS]
+        if unknown:
+            raise ValueError(f"unknown estimator(s) {unknown}; known: {sorted(ESTIMATORS)}")
+        unsupported = [n for n in requested if n not in supported]
+        if unsupported:
+            raise ValueError(f"estimator(s) {unsupported} not supported by this log (slate and prefix estimators need "
+                             f"the prefix_propensity column, dm and dr a reward model); supported: {list(supported)}")
+        names = list(dict.fromkeys(requested))
+    if not names:
+        raise ValueError(f"no estimators to evaluate (requested {requested!r}, supported {list(supported)})")
+    return names
 
 
 def evaluate_log(data: LoggedData, policies: Mapping[str, StochasticPolicy], rewards: Sequence[str] = REWARDS,
@@ -96,7 +116,7 @@ def evaluate_log(data: LoggedData, policies: Mapping[str, StochasticPolicy], rew
         probs = PolicyProbabilities.of(policy, arrays)
         truth = _truth_for(data.meta, name, policy)
         probe = slate_data(arrays, probs, rewards[0], q_hats[rewards[0]])
-        names = [n for n in (estimators or available(probe)) if n in available(probe)]
+        names = _estimator_names(estimators, available(probe))
         diagnostics = {f: weight_diagnostics(family_weights(probe, f), thresholds, f, family_sessions(probe, f))
                        for f in families(names)}
         entry: Dict[str, Any] = {"policy": policy.to_dict(), "estimators": names, "diagnostics": diagnostics,

@@ -52,9 +52,13 @@ class SessionBootstrap:
         return {"value": c.value, **_interval(reps, level)}
 
     def lift(self, c: Contributions, base: Contributions, level: float = 0.95) -> Dict[str, Any]:
-        """``V / V_0 - 1`` with its interval (both values on the same resampled sessions)."""
-        reps = self.replicates(c) / self.replicates(base) - 1.0
-        return {"value": c.value / base.value - 1.0, **_interval(reps, level)}
+        """``V / V_0 - 1`` with its interval (both values on the same resampled sessions); value None when
+        ``V_0`` is 0 or not finite (a log without clicks: no lift is defined)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            reps = self.replicates(c) / self.replicates(base) - 1.0
+        v, v0 = c.value, base.value
+        value = v / v0 - 1.0 if v0 != 0 and np.isfinite(v0) and np.isfinite(v) else None
+        return {"value": value, **_interval(reps, level)}
 
 
 def _interval(reps: np.ndarray, level: float) -> Dict[str, Any]:
@@ -102,7 +106,11 @@ def weight_diagnostics(weights: np.ndarray, thresholds: DiagnosticThresholds = D
     top_share = float(np.sort(w)[-top:].sum() / total) if total > 0 else 1.0
     mean = float(w.mean()) if n else float("nan")
     se = _mean_se(w, cluster)
-    z = abs(mean - 1.0) / se if se and np.isfinite(se) and se > 0 else (0.0 if mean == 1.0 else float("inf"))
+    # no z test without a finite standard error (fewer than 2 sessions): mean_weight_se is then None
+    if not np.isfinite(se):
+        z, se = 0.0, None
+    else:
+        z = abs(mean - 1.0) / se if se > 0 else (0.0 if mean == 1.0 else float("inf"))
     warnings: List[str] = []
     if ess < thresholds.min_ess:
         warnings.append(f"effective sample size {ess:.0f} < {thresholds.min_ess:g}")

@@ -27,6 +27,7 @@ draw (Yellott 1977).
 from __future__ import annotations
 
 import functools
+import math
 from typing import List, Tuple
 
 import numpy as np
@@ -37,6 +38,14 @@ __all__ = ["gumbel_top_k", "log_weights", "position_marginals", "prefix_probabil
 #: Requests scored together by :func:`position_marginals`, and the most (request, pair) terms held at once.
 _CHUNK = 1024
 _MAX_TERMS = 4_000_000
+#: The most (set, item) terms ``sum_{j<K} C(N, j) (N - j)`` of the exact marginals of one request size: past it
+#: (N ~ 50 candidates at K = 5) the subset tables take minutes and gigabytes.
+MAX_MARGINAL_TERMS = 10_000_000
+
+
+def marginal_terms(n: int, k: int) -> int:
+    """``sum_{j<min(k, n)} C(n, j) (n - j)``: the terms :func:`position_marginals` needs for n candidates."""
+    return sum(math.comb(n, j) * (n - j) for j in range(min(k, n)))
 
 
 def log_weights(scores: np.ndarray, temperature: float) -> np.ndarray:
@@ -74,7 +83,7 @@ def prefix_probabilities(logw: np.ndarray, chosen: np.ndarray) -> np.ndarray:
     return np.where(valid, out, np.nan)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=8)  # entries hold [N, C(N, j)] matrices: up to hundreds of MB each
 def _subset_levels(n: int, k: int) -> List[Tuple[np.ndarray, np.ndarray, sp.csr_matrix, sp.csr_matrix]]:
     """Per level j < k: the member matrix of the sets of size j ``[N, n_j]`` and, over the pairs
     (set S of size j, item a not in S): the set index, the item, the item <- pair matrix ``[N, P]``
@@ -125,6 +134,12 @@ def position_marginals(logw: np.ndarray, k: int) -> np.ndarray:
     out = np.zeros((r, n, k))
     present = np.isfinite(logw)
     counts = present.sum(axis=1)
+    largest = int(counts.max()) if r else 0
+    terms = marginal_terms(largest, k)
+    if terms > MAX_MARGINAL_TERMS:
+        raise ValueError(f"position_marginals: a request has N = {largest} candidates for lists of K = {k}: the exact "
+                         f"marginals need {terms:,} terms (sum over j < K of C(N, j) (N - j)), more than the limit "
+                         f"{MAX_MARGINAL_TERMS:,}; use fewer candidates per request or shorter lists")
     for m in np.unique(counts):
         if m == 0:
             continue

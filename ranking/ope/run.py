@@ -22,7 +22,7 @@ from ranking.ope.intervals import DiagnosticThresholds
 from ranking.ope.logsim import OpeSimConfig, simulate_log
 from ranking.ope.policy import StochasticPolicy
 from ranking.ope.report import write_report
-from ranking.ope.schema import read_logs, write_logs
+from ranking.ope.schema import read_logs, strict_json, write_logs
 from ranking.population import make_population
 from ranking.score_source import RunScorer
 
@@ -89,6 +89,6 @@ def run_ope(logs_dir: Union[str, Path], out_dir: Union[str, Path],
     out_dir = Path(out_dir)
     result["call"] = {"logs": str(logs_dir), "out": str(out_dir), "temperature": float(temperature),
                       "arms_config": str(arms_config) if isinstance(arms_config, (str, Path)) else "<mapping>"}
-    atomic_write_json(out_dir / "ope.json", result)
+    atomic_write_json(out_dir / "ope.json", strict_json(result))  # strict JSON: non-finite numbers become null
     result["written"] = write_report(result, out_dir, figures=figures)
     return result

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
@@ -50,6 +51,7 @@ __all__ = [
     "LOG_META_FILE",
     "LoggedData",
     "read_logs",
+    "strict_json",
     "validate_candidates",
     "validate_impressions",
     "write_logs",
@@ -198,6 +200,20 @@ def validate_candidates(cand: pd.DataFrame, impressions: pd.DataFrame, where: st
     return cand.sort_values(list(_KEY_COLUMNS), kind="stable").astype({"request_id": np.int64, "item_id": np.int64})
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, +-inf, numpy's too) replaced by None, so that the JSON written
+    is strict (``json.dumps`` would write ``NaN`` / ``Infinity``, which strict parsers refuse)."""
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return strict_json(obj.tolist())
+    if isinstance(obj, (float, np.floating)) and not math.isfinite(float(obj)):
+        return None
+    return obj
+
+
 def _read_parquet(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file (a log directory holds {IMPRESSIONS_FILE}, {CANDIDATES_FILE}, "
@@ -216,22 +232,27 @@ def read_logs(path: Union[str, Path]) -> LoggedData:
     impressions = validate_impressions(_read_parquet(path / IMPRESSIONS_FILE), str(path / IMPRESSIONS_FILE))
     candidates = validate_candidates(_read_parquet(path / CANDIDATES_FILE), impressions, str(path / CANDIDATES_FILE))
     meta_path = path / LOG_META_FILE
-    meta: Dict[str, Any] = {}
-    if meta_path.exists():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{meta_path}: not JSON ({exc})") from exc
+    if not meta_path.is_file():
+        raise DataError(f"{meta_path}: no such file; a log directory holds {IMPRESSIONS_FILE}, {CANDIDATES_FILE} and "
+                        f"{LOG_META_FILE} (written last: without it the log is unfinished)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{meta_path}: not JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise DataError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
     return LoggedData(impressions, candidates, meta, path)
 
 
 def write_logs(path: Union[str, Path], impressions: pd.DataFrame, candidates: pd.DataFrame,
                meta: Dict[str, Any]) -> Path:
-    """Validate and write a log directory atomically file by file (``meta`` last: a log without it is unfinished)."""
+    """Validate and write a log directory atomically file by file (``meta`` last: a log without it is unfinished;
+    an older ``log.json`` is removed before the tables are replaced). Non-finite floats of ``meta`` become null."""
     path = Path(path)
     impressions = validate_impressions(impressions, "impressions")
     candidates = validate_candidates(candidates, impressions, "candidates")
+    (path / LOG_META_FILE).unlink(missing_ok=True)  # an old log.json (its truth) must not describe the new tables
     atomic_write_parquet(path / IMPRESSIONS_FILE, pa.Table.from_pandas(impressions, preserve_index=False))
     atomic_write_parquet(path / CANDIDATES_FILE, pa.Table.from_pandas(candidates, preserve_index=False))
-    atomic_write_json(path / LOG_META_FILE, meta)
+    atomic_write_json(path / LOG_META_FILE, strict_json(meta))
     return path
