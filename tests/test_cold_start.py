@@ -13,6 +13,7 @@ import torch
 from scipy import stats
 
 from kuaihl_rec.data import make_id_features
+from kuaihl_rec.data.catalog import HashedVocab
 from kuaihl_rec.data.windows import IdVocab
 from kuaihl_rec.losses import ContentLoss
 from kuaihl_rec.model import create_model
@@ -178,3 +179,16 @@ def test_every_compare_table_shows_warm_and_cold_columns():
     assert len(tables) == 3 and all("tau warm | tau cold-start" in t for t in tables)
     assert "| content | 0.4700 ± 0.0141 |" in text and "| 0.4800 ± 0.0141 | 0.4300 ± 0.0141 |" in text
     assert "| trivial | 0.5600 |" in text and "| 0.5700 | 0.5100 |" in text
+
+
+def test_hashed_ids_without_truth_leave_the_slices_unavailable(tiny_world, tmp_path):
+    """A hashed vocabulary maps every id to a trained row: it cannot name a cold streamer, so without
+    the truth sidecar both slices are reported unavailable (source "none"), not 'everything warm'."""
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_world / "segments", bare / "segments")
+    live, streamer = np.array([1, 2, 3]), np.array([7, 8, 9])
+    cold, source = cold_start_mask(bare, HashedVocab(16), live, streamer)
+    assert source == "none" and not cold.any() and cold.shape == (3,)
+    out = slice_metrics(np.array([0.1, 0.5, 0.9]), np.array([0.2, 0.4, 0.8]), cold, source)
+    assert math.isnan(out["tau_warm"]) and math.isnan(out["tau_cold"])
+    assert (out["n_segments_warm"], out["n_segments_cold"], out["cold_start_source"]) == (0, 0, "none")

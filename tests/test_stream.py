@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from kuaihl_rec.data import batch as batch_module
 from kuaihl_rec.data.catalog import (
     HashedVocab, assign_ranks, build_catalog, catalog_vocabs, chunk_ids, load_vocabs, save_vocabs,
 )
@@ -239,3 +240,35 @@ def test_two_streaming_ranks_under_torchrun_score_every_validation_target_once(t
     eb = json.loads((tmp_path / "two" / "metrics.jsonl").read_text().splitlines()[-1])
     assert eb["val_n_segments"] == ea["val_n_segments"] > 0
     assert len(_steps(tmp_path / "two")) > 5
+
+
+def test_a_device_copy_leaves_the_block_cache_with_its_block():
+    block = torch.arange(12.0)
+    moved = batch_module._on_device(block, torch.device("meta"), non_blocking=False)
+    key = (id(block), "meta")
+    assert moved.device.type == "meta" and key in batch_module._BLOCK_CACHE
+    del block
+    assert key not in batch_module._BLOCK_CACHE  # no wait for eviction: the device copy is freed now
+
+
+@pytest.mark.parametrize("column", ["timestamp", "visual"])
+def test_a_missing_column_is_one_data_error_naming_it(column, tiny_world, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_world, data)
+    for manifest in data.rglob("dataset.json"):
+        manifest.unlink()  # sizes then come from the first file (read before the loop's column check)
+    for part in sorted((data / "segments").glob("*.parquet")):
+        pq.write_table(pq.read_table(part).drop_columns([column]), part)
+    with pytest.raises(DataError, match=rf"part-00000\.parquet: missing column\(s\) \['{column}'\]"):
+        build_catalog(data / "segments", train_config("tiny").data)
+
+
+def test_a_rank_without_rooms_is_named_not_a_short_batch_count(tiny_world):
+    cfg = _cfg()
+    catalog = build_catalog(tiny_world, cfg.data)
+    vocabs = catalog_vocabs(catalog)
+    world = len(catalog.rooms_of("train")) + 1
+    split = StreamSplit(catalog, "train", cfg.data, cfg.stream, *vocabs, rank=0, world_size=world)
+    with pytest.raises(DataError, match=rf"rank \d+ of {world} gets no train room: the split has \d+ rooms"):
+        split.train_steps(1)
+    assert assign_ranks(np.array([1, 100]), 4).tolist() == [0, 2]  # the review's case: ranks 1 and 3 get none

@@ -160,9 +160,21 @@ _BLOCK_CACHE: "OrderedDict[Tuple[int, str], Tuple[weakref.ref, torch.Tensor]]" =
 _BLOCK_CACHE_SIZE = 16
 
 
+def _forget(key: Tuple[int, str]):
+    """The weak-reference callback that drops ``key``'s entry (and its device copy) when the block dies."""
+
+    def drop(ref: weakref.ref) -> None:
+        hit = _BLOCK_CACHE.get(key)
+        if hit is not None and hit[0] is ref:  # not a newer block that reused the id
+            del _BLOCK_CACHE[key]
+
+    return drop
+
+
 def _on_device(block: torch.Tensor, device: torch.device, non_blocking: bool) -> torch.Tensor:
     """``block`` on ``device``, copied once per (block, device): batches of the same buffer share it.
-    Entries die with their block (weak reference) and the cache keeps the newest 16."""
+    Entries die with their block (a weak reference whose callback drops the device copy) and the cache
+    keeps the newest 16."""
     if block.device == device:
         return block
     key: Tuple[int, str] = (id(block), str(device))
@@ -171,7 +183,7 @@ def _on_device(block: torch.Tensor, device: torch.device, non_blocking: bool) ->
         _BLOCK_CACHE.move_to_end(key)
         return hit[1]
     moved = block.to(device, non_blocking=non_blocking)
-    _BLOCK_CACHE[key] = (weakref.ref(block), moved)
+    _BLOCK_CACHE[key] = (weakref.ref(block, _forget(key)), moved)
     while len(_BLOCK_CACHE) > _BLOCK_CACHE_SIZE:
         _BLOCK_CACHE.popitem(last=False)
     return moved

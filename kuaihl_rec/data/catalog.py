@@ -42,6 +42,8 @@ from kuaihl_rec.data.windows import (
 )
 
 LIGHT_COLUMNS = ("live_id", "streamer_id", "segment", "split", "n_viewers")
+# Columns every file must hold (besides the training label); checked before anything is read.
+REQUIRED_COLUMNS = ("live_id", "streamer_id", "segment", "timestamp", "visual", "text")
 SPLIT_MODES = {"train": "train", "val": "eval", "test": "eval"}
 
 
@@ -161,7 +163,13 @@ class RoomCatalog:
 def _first_sizes(files: List[Path]) -> FeatureSizes:
     """Widths from row 0 of the first non-empty file (a table without manifest; the in-memory path's rule)."""
     for f in files:
-        pf = pq.ParquetFile(f)
+        try:
+            pf = pq.ParquetFile(f)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{f}: not a readable Parquet file ({exc})") from exc
+        missing = [c for c in ("visual", "text") if c not in pf.schema_arrow.names]
+        if missing:
+            raise DataError(f"{f}: missing column(s) {missing}")
         if pf.metadata.num_rows:
             first = pf.read_row_group(0, columns=["visual", "text"]).slice(0, 1)
             v, t = first.column("visual")[0].values, first.column("text")[0].values
@@ -239,7 +247,7 @@ def build_catalog(path: Union[str, Path], cfg: WindowConfig) -> RoomCatalog:
             raise DataError(f"{f}: not a readable Parquet file ({exc})") from exc
         names = tuple(pf.schema_arrow.names)
         columns = columns or names
-        missing = [c for c in ("live_id", "streamer_id", "segment", cfg.label, "visual", "text") if c not in names]
+        missing = [c for c in REQUIRED_COLUMNS + (cfg.label,) if c not in names]
         if missing:
             raise DataError(f"{f}: missing column(s) {missing} (the label chosen for training is {cfg.label!r})")
         table = pf.read(columns=[c for c in LIGHT_COLUMNS if c in names])

@@ -4,7 +4,10 @@ A :class:`StreamSplit` is one split as one rank sees it. Its rooms (:func:`~kuai
 contiguous runs of the catalog balanced by segment count, rooms never split) are cut into chunks of
 about ``chunk_rows`` segments; a chunk is read from the Parquet row groups that hold it
 (:class:`ChunkReader`) and windowed with :func:`~kuaihl_rec.data.windows.build_windows`, so memory
-is bounded by ``buffer_chunks`` chunks whatever the table's size.
+is bounded by a few buffers of chunks whatever the table's size: between rebuilds the pool of the
+buffered chunks (``buffer_chunks``, at times one more) plus ``prefetch_chunks`` read ahead; while the
+pool is rebuilt as a chunk enters, the old pool, the entering chunk and the new pool coexist, so the
+peak is about ``2 * (buffer_chunks + 1) + 1 + prefetch_chunks`` chunks (docs/STREAMING.md).
 
 Training order of epoch e on rank r (a function of (seed, e, r) only):
 
@@ -183,7 +186,21 @@ class StreamSplit:
                            minlength=self.world_size).astype(np.int64)
 
     def train_steps(self, batch_size: int) -> int:
-        """Full batches of ``batch_size`` (per rank) every rank can run in an epoch."""
+        """Full batches of ``batch_size`` (per rank) every rank can run in an epoch.
+
+        Raises :class:`DataError` when a rank gets no room at all (rooms are never split, so a few
+        long rooms can leave a rank empty), naming the rank and the split's room and segment counts.
+        """
+        rooms_per_rank = np.bincount(self.room_rank, minlength=self.world_size)
+        if self.world_size > 1 and len(self.all_rooms) and (rooms_per_rank == 0).any():
+            empty = int(np.flatnonzero(rooms_per_rank == 0)[0])
+            lengths = self.catalog.length[self.all_rooms]
+            raise DataError(
+                f"{self.catalog.files[0].parent}: rank {empty} of {self.world_size} gets no {self.split} room: "
+                f"the split has {len(lengths)} rooms, {int(lengths.sum())} segments (longest room "
+                f"{int(lengths.max())}), and rooms go whole to ranks balanced by segment count; "
+                f"use fewer ranks or a table with more rooms"
+            )
         return int(self.rank_windows().min() // batch_size) if self.world_size else 0
 
     def spec(self) -> BatchSpec:

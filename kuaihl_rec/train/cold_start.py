@@ -8,7 +8,10 @@ cold-start is read, in order of preference, from
 * ``DATA/truth/rooms.parquet`` (a synthetic world's sidecar): its per-room ``cold_start`` flag
   (``source = "truth"``);
 * otherwise the run's streamer vocabulary: a streamer outside it is cold (``source = "vocabulary"``;
-  on a world with truth the two agree, as every warm streamer keeps a training room).
+  on a world with truth the two agree, as every warm streamer keeps a training room);
+* neither, when ids are hashed (``stream.id_hash_buckets > 0``) and there is no sidecar: a hashed
+  vocabulary maps every id to a trained row, so it cannot tell a new streamer apart. The slices are
+  then unavailable (``source = "none"``: both taus NaN, both counts 0), not "everything warm".
 
 The slices are the pooled Kendall tau-b (ContentCTR eq. 15) of each part::
 
@@ -25,8 +28,8 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import pyarrow.parquet as pq
 
+from kuaihl_rec.data.catalog import HashedVocab, Vocab
 from kuaihl_rec.data.io import DataError
-from kuaihl_rec.data.windows import IdVocab
 from kuaihl_rec.metrics.rank_correlation import _tau_b_checked
 
 __all__ = ["SLICE_METRICS", "cold_start_mask", "slice_metrics"]
@@ -58,13 +61,15 @@ def _truth_flags(data_dir: Path, live_id: np.ndarray) -> Optional[np.ndarray]:
 
 
 def cold_start_mask(
-    data_dir: Path, vocab: IdVocab, live_id: np.ndarray, streamer_id: np.ndarray
+    data_dir: Path, vocab: Vocab, live_id: np.ndarray, streamer_id: np.ndarray
 ) -> Tuple[np.ndarray, str]:
     """``(cold [n] bool, source)``: which scored segments are cold-start, and where that came from
-    (``"truth"`` or ``"vocabulary"``; see the module docstring)."""
+    (``"truth"``, ``"vocabulary"`` or ``"none"``: unknown, all False; see the module docstring)."""
     flags = _truth_flags(data_dir, live_id)
     if flags is not None:
         return flags, "truth"
+    if isinstance(vocab, HashedVocab):
+        return np.zeros(len(np.asarray(streamer_id)), dtype=bool), "none"
     return vocab.lookup(np.asarray(streamer_id, dtype=np.int64)) == 0, "vocabulary"
 
 
@@ -75,6 +80,9 @@ def slice_metrics(labels: np.ndarray, scores: np.ndarray, cold: np.ndarray, sour
     cold = np.asarray(cold, dtype=bool)
     if not (y.shape == p.shape == cold.shape):
         raise ValueError(f"labels {y.shape}, scores {p.shape} and cold {cold.shape} must have one shape")
+    if source == "none":  # which segments are cold is unknown: neither slice can be reported
+        return {"tau_warm": float("nan"), "tau_cold": float("nan"), "n_segments_warm": 0, "n_segments_cold": 0,
+                "cold_start_source": source}
     return {
         "tau_warm": _tau_b_checked(y[~cold], p[~cold]),
         "tau_cold": _tau_b_checked(y[cold], p[cold]),

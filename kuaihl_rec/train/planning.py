@@ -29,6 +29,7 @@ from torchrec.distributed.planner.types import PlannerError, Stats
 from torchrec.distributed.sharding_plan import get_default_sharders
 
 from kuaihl_rec.data.batch import BatchSpec
+from kuaihl_rec.data.schema import COUNTER_COLUMNS
 from kuaihl_rec.model import create_model
 from kuaihl_rec.train.config import train_config
 from kuaihl_rec.train.sharding import (
@@ -37,7 +38,7 @@ from kuaihl_rec.train.sharding import (
 
 GIB = 2**30
 DENSE_BYTES_PER_PARAM = 16  # fp32 weight + gradient + AdamW exp_avg + exp_avg_sq
-N_COUNTERS = 10  # engagement counters per segment (kuaihl_rec/data/schema.py COUNTER_COLUMNS)
+N_COUNTERS = len(COUNTER_COLUMNS)  # engagement counters per segment
 
 
 class PlanDoesNotFitError(ValueError):
