@@ -240,10 +240,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for k in keys:
         fmt = (lambda v: f"{v:d}") if k.startswith("n_segments") else (lambda v: f"{v:.4f}")
         print(f"{k:<22}{fmt(result[k]):>10}{fmt(prev[k]):>16}{fmt(last[k]):>21}")
+    source = result["cold_start_source"]
+    slices = ("warm / cold: not available (hashed streamer ids and no truth sidecar)" if source == "none"
+              else f"warm / cold: streamers seen / not seen in training (from the {source})")
     print(
         "previous label: the segment before the target (LVTR: not yet known when the target is scored); "
-        "last complete label: the freshest label known then (WindowConfig.label_delay); "
-        f"warm / cold: streamers seen / not seen in training (from the {result['cold_start_source']})"
+        f"last complete label: the freshest label known then (WindowConfig.label_delay); {slices}"
     )
     for label, path in (("json", args.json), ("predictions", args.predictions)):
         if path:
