@@ -215,3 +215,31 @@ def test_the_serving_path_refuses_the_end_to_end_model(media_world):
     model = _e2e(media_world[0], finetune=False)
     with pytest.raises(NotServable, match="encoders run inside the model"):
         ContentInference(model, streamer_vocab=np.arange(3), model_name="content_e2e")
+
+
+@pytest.mark.parametrize("mangle, message", [
+    ("repeat", r"live_id: the media table \(model.media\): live_id \d+ appears in two separate runs"),
+    ("gap", r"segment: the media table \(model.media\): live_id \d+ has segment 2 where 1 is expected"),
+    ("late_start", r"segment: the media table \(model.media\): live_id \d+ has segment 1 where 0 is expected"),
+])
+def test_a_media_table_with_merged_or_broken_rooms_is_refused(media_world, tmp_path, mangle, message):
+    """Rooms out of shape would merge in the bank and a window would read another room's frames."""
+    import pandas as pd
+
+    from kuaihl_rec.data.io import DataError
+    from kuaihl_rec.model.content_e2e import load_media_bank
+
+    table = pd.concat([pd.read_parquet(p) for p in sorted((media_world[0] / "segments").glob("*.parquet"))],
+                      ignore_index=True)
+    first = table["live_id"].iloc[0]
+    room = table[table["live_id"] == first]
+    rest = table[table["live_id"] != first]
+    if mangle == "repeat":  # the first room's rows split in two runs around the other rooms
+        bad = pd.concat([room.iloc[:3], rest, room.iloc[3:].assign(segment=range(len(room) - 3))])
+    elif mangle == "gap":
+        bad = pd.concat([room.drop(room.index[1]), rest])
+    else:
+        bad = pd.concat([room.iloc[1:], rest])
+    bad.to_parquet(tmp_path / "media.parquet", index=False)
+    with pytest.raises(DataError, match=message):
+        load_media_bank(str(tmp_path / "media.parquet"), None, None)

@@ -57,3 +57,29 @@ def test_the_command_writes_both_worlds_with_every_row(tmp_path):
     report = (out / "report.md").read_text()
     assert "synthetic" in report and "21.89" in report and "18.66" in report and "Video2GIF 14.75" in report
     assert (out / "worlds" / "twin_seed1" / "truth" / "shots.parquet").is_file()
+
+
+def test_a_preset_without_preference_signal_is_refused(tmp_path, capsys):
+    """``--preset generic`` is the preference_signal 0 twin: refused like ``--set preference_signal=0``."""
+    status = main(["phd", "--out", str(tmp_path / "out"), "--preset", "generic"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and "preference_signal is 0" in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_results_keep_each_seeds_world(tmp_path, monkeypatch):
+    """results.json's worlds hold one entry per seed (not only the last seed's)."""
+    from kuaihl_rec.apps import phd_command
+
+    def fake_row(name, data, train, test, seed, epochs):
+        return {"map": 1.0 + seed, "hit1": 0.0, "n_users": len(test), "train_loss": [], "seconds": 0.0}
+
+    monkeypatch.setattr(phd_command, "_run_row", fake_row)
+    out = tmp_path / "out"
+    assert main(["phd", "--out", str(out), "--preset", "tiny", "--seeds", "2", "--models", "random", "-q"]) == 0
+    worlds = json.loads((out / "results.json").read_text())["worlds"]
+    for world in ("personalised", "twin"):
+        assert set(worlds[world]["seeds"]) == {"0", "1"}
+        assert [worlds[world]["seeds"][s]["config"]["seed"] for s in ("0", "1")] == [0, 1]
+    assert worlds["twin"]["seeds"]["1"]["config"]["preference_signal"] == 0.0
+    assert "preference_signal = 0.0" in (out / "report.md").read_text()

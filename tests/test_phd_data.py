@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -186,3 +187,39 @@ def test_gifs_labels_join_features(tmp_path):
         check_data(PHDData(1.0, feats, labels))
     feats["vidB"] = PHDVideo(np.zeros((5, 2), np.float32), np.zeros((5, 2), np.float32))
     check_data(PHDData(1.0, feats, labels))
+
+
+def test_segment_seconds_must_cover_whole_frames(tmp_path):
+    """0.25 s = 7.5 frames at 30 fps: the segment labels and the evaluation's frames would drift apart."""
+    data = dataclasses.replace(_small(), segment_seconds=0.25)
+    with pytest.raises(DataError, match=r"phd.json: segment_seconds: expected a whole number of 30 fps frames"):
+        check_data(data)
+    with pytest.raises(ValueError, match="whole number of 30 fps frames"):
+        segment_labels([(0.0, 1.0)], 4, 0.25)
+    path = write_phd(tmp_path / "d", _small())
+    manifest = json.loads((path / "phd.json").read_text())
+    (path / "phd.json").write_text(json.dumps({**manifest, "segment_seconds": 0.25}))
+    with pytest.raises(DataError, match=r"phd.json: segment_seconds: expected a whole number of 30 fps frames"):
+        read_phd(path)
+    (path / "phd.json").write_text(json.dumps({**manifest, "segment_seconds": 2.0}))
+    assert read_phd(path).segment_seconds == 2.0  # 60 frames: fine
+
+
+def test_read_phd_refuses_an_unknown_manifest_version(tmp_path):
+    path = write_phd(tmp_path / "d", _small())
+    manifest = json.loads((path / "phd.json").read_text())
+    (path / "phd.json").write_text(json.dumps({**manifest, "version": 2}))
+    with pytest.raises(DataError, match=r"phd.json: version: expected 1, got 2$"):
+        read_phd(path)
+    (path / "phd.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != "version"}))
+    with pytest.raises(DataError, match=r"phd.json: version: expected 1, got None$"):
+        read_phd(path)
+
+
+@pytest.mark.parametrize("durations", [(100.0, 100.4, 100.8), (100.8, 100.4, 100.0), (100.4, 100.0, 100.8)])
+def test_gifs_duration_check_does_not_depend_on_row_order(tmp_path, durations):
+    """Durations 100 / 100.4 / 100.8 s span 0.8 s > the 0.5 s tolerance in any row order."""
+    body = "".join(f"vidA,1.0,3.0,{u},{d},1\n" for u, d in zip((1, 2, 3), durations))
+    with pytest.raises(DataError, match=r"train.csv: line \d: video_duration: video 'vidA' is [\d.]+ s here but "
+                                        r"[\d.]+ s at .*train.csv line \d"):
+        read_phd_gifs({"train": _csv(tmp_path, "train.csv", body)})

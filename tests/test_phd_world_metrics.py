@@ -111,3 +111,11 @@ def test_references_and_block_edges():
     assert np.array_equal(a, b)
     assert np.allclose(block_average(np.arange(7.0), 3), [1, 1, 1, 4, 4, 4, 6])  # the last block is shorter
     assert np.array_equal(frame_scores(np.array([1.0, 2.0]), 0.5, 45), [1.0] * 15 + [2.0] * 30)  # past the end: last
+
+
+def test_frame_scores_map_frames_to_segments_exactly():
+    """Frame f -> segment f // (segment_seconds * fps) with no float drift (0.2 s: frame 18 is segment 3)."""
+    for ss, per in ((0.2, 6), (0.1, 3), (0.4, 12), (1.0, 30), (1.1, 33), (0.9, 27)):
+        n_seg = 40
+        got = frame_scores(np.arange(n_seg, dtype=float), ss, n_seg * per)
+        assert np.array_equal(got, np.arange(n_seg * per) // per), ss

@@ -61,9 +61,12 @@ def _check_args(args: argparse.Namespace) -> List[str]:
         raise UsageError("--set seed / preference_signal=0: the command sets the seed per run and builds the "
                          "twin itself")
     try:
-        phd_world_config(args.preset, **overrides)
+        config = phd_world_config(args.preset, **overrides)
     except (KeyError, TypeError, ValueError) as exc:
         raise UsageError(f"world: {exc.args[0] if exc.args else exc}") from None
+    if config.preference_signal == 0:
+        raise UsageError(f"--preset {args.preset}: preference_signal is 0; the personalised world needs "
+                         "preference_signal > 0 (the command builds the twin itself)")
     require_writable(args.out, "--out")
     if Path(args.out).is_dir() and any(Path(args.out).iterdir()):
         raise UsageError(f"--out {args.out}: not empty (a report directory belongs to one run; choose a new one)")
@@ -123,7 +126,8 @@ def cmd_phd(args: argparse.Namespace) -> int:
     out = Path(args.out)
     overrides = _parse_overrides(args.set)
     runs: Dict[str, Dict[str, List[Dict[str, Any]]]] = {w: {r: [] for r in rows} for w in WORLDS}
-    worlds_meta = {}
+    # per world: the knobs shared by every seed ("config", that of seed 0) and each seed's own entry
+    worlds_meta: Dict[str, Dict[str, Any]] = {w: {"seeds": {}} for w in WORLDS}
     for seed in range(args.seeds):
         for world in WORLDS:
             extra = {"preference_signal": 0.0} if world == "twin" else {}
@@ -133,7 +137,9 @@ def cmd_phd(args: argparse.Namespace) -> int:
             write_phd(where, data)
             _write_truth(where / "truth", truth)
             data = read_phd(where)
-            worlds_meta[world] = {"config": config, "n_videos": len(data.videos)}
+            worlds_meta[world]["seeds"][str(seed)] = {"config": config, "n_videos": len(data.videos)}
+            if seed == 0:
+                worlds_meta[world].update(config=config, n_videos=len(data.videos))
             train, test = user_examples(data, "train"), user_examples(data, "test")
             for name in rows:
                 result = _run_row(name, data, train, test, seed, args.epochs)

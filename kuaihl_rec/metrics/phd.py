@@ -62,7 +62,13 @@ def frame_scores(segment_scores: np.ndarray, segment_seconds: float, n_frames: i
     """``[n_frames]``: frame ``f`` gets the score of segment ``floor(f / fps / segment_seconds)`` (the last
     segment for frames past the end)."""
     scores = np.asarray(segment_scores, dtype=np.float64)
-    idx = np.minimum((np.arange(n_frames) / fps / segment_seconds).astype(np.int64), len(scores) - 1)
+    per = segment_seconds * fps  # frames per segment
+    frames = np.arange(n_frames)
+    if abs(per - round(per)) < 1e-9:  # whole frames per segment: exact integer division
+        seg = frames // int(round(per))
+    else:  # epsilon-safe floor (f / per can land just below a whole number)
+        seg = np.floor(frames / per + 1e-9).astype(np.int64)
+    idx = np.minimum(seg, len(scores) - 1)
     return scores[idx]
 
 

@@ -70,6 +70,31 @@ class MediaBank:
         return torch.where(seg >= 0, self.offsets[room][:, None] + seg, torch.zeros_like(seg))
 
 
+def _check_media_order(path: Path, live: np.ndarray, seg: np.ndarray) -> None:
+    """Each room's rows are contiguous, in segment order 0, 1, 2, ..., and no live_id starts twice (otherwise
+    rooms would merge in the bank and a window would read another room's frames)."""
+    if len(live) == 0:
+        raise DataError(f"{path}: the media table (model.media) has no rows")
+    new_room = np.ones(len(live), dtype=bool)
+    new_room[1:] = live[1:] != live[:-1]
+    expected = np.zeros(len(seg), dtype=np.int64)
+    expected[1:] = seg[:-1] + 1
+    expected[new_room] = 0
+    bad = np.flatnonzero(seg != expected)
+    if bad.size:
+        r = int(bad[0])
+        raise DataError(f"{path}: row {r}: segment: the media table (model.media): live_id {int(live[r])} has segment "
+                        f"{int(seg[r])} where {int(expected[r])} is expected (each room's rows contiguous, segments "
+                        "0, 1, 2, ...)")
+    firsts = np.flatnonzero(new_room)
+    _, first_seen = np.unique(live[firsts], return_index=True)
+    repeated = np.setdiff1d(np.arange(len(firsts)), first_seen)
+    if repeated.size:
+        r = int(firsts[repeated.min()])
+        raise DataError(f"{path}: row {r}: live_id: the media table (model.media): live_id {int(live[r])} appears in "
+                        "two separate runs of rows (each room's rows must be contiguous)")
+
+
 def load_media_bank(media: Any, cfg: EncoderConfig, featurizer: EndToEndFeaturizer) -> MediaBank:
     """Read the raw-media segment table ``media`` (a directory or ``.parquet`` file with ``frame_paths`` /
     ``asr_text`` / ``comment_text``), decode its frames as ``kuaihl extract`` does and tokenise its texts."""
@@ -90,13 +115,15 @@ def load_media_bank(media: Any, cfg: EncoderConfig, featurizer: EndToEndFeaturiz
                             "(write one with `kuaihl world --set raw_media=true`)")
         live.append(table.column("live_id").to_numpy())
         seg.append(table.column("segment").to_numpy())
+    live_np, seg_np = np.concatenate(live), np.concatenate(seg)
+    _check_media_order(path, live_np, seg_np)
+    for name, table in parts:
         for r, (paths, asr, com) in enumerate(zip(table.column("frame_paths").to_pylist(),
                                                   table.column("asr_text").to_pylist(),
                                                   table.column("comment_text").to_pylist())):
             img = load_frames(paths, cfg, root, f"{name}: row {r}")
             frames.append(img.mul(255.0).round_().to(torch.uint8))
             texts.append(segment_text(asr, com))
-    live_np, seg_np = np.concatenate(live), np.concatenate(seg)
     starts = np.flatnonzero(seg_np == 0)
     order = np.argsort(live_np[starts], kind="stable")
     lengths = np.diff(np.append(starts, len(seg_np)))

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kuaihl_rec.data.io import DataError, atomic_write_json, atomic_write_parquet
+from kuaihl_rec.metrics.phd import FPS
 
 PathLike = Union[str, Path]
 
@@ -210,10 +211,21 @@ def _videos_from_table(df: pd.DataFrame, where: str) -> Dict[str, PHDVideo]:
     return videos
 
 
+def check_segment_seconds(value: object, where: str = MANIFEST) -> None:
+    """``segment_seconds`` is a number > 0 covering a whole number of 30 fps frames (the evaluation's and
+    the segment labels' frames; e.g. 0.25 s = 7.5 frames is refused)."""
+    if not (isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value)
+            and value > 0):
+        raise DataError(f"{where}: segment_seconds: expected a number > 0, got {value!r}")
+    frames = float(value) * FPS
+    if abs(frames - round(frames)) > 1e-6:
+        raise DataError(f"{where}: segment_seconds: expected a whole number of {FPS} fps frames per segment, "
+                        f"got {value!r} s = {frames:g} frames")
+
+
 def check_data(data: PHDData) -> None:
     """All checks of a whole data set (label side, features, their agreement)."""
-    if not (isinstance(data.segment_seconds, (int, float)) and data.segment_seconds > 0):
-        raise DataError(f"{MANIFEST}: segment_seconds: expected a number > 0, got {data.segment_seconds!r}")
+    check_segment_seconds(data.segment_seconds)
     if not data.videos:
         raise DataError(f"{SEGMENTS}: no videos")
     check_label_side(data.labels)
@@ -253,13 +265,14 @@ def read_phd(path: PathLike) -> PHDData:
         raise DataError(f"{root / MANIFEST}: not JSON ({exc})") from None
     if manifest.get("format") != FORMAT:
         raise DataError(f"{root / MANIFEST}: format: expected {FORMAT!r}, got {manifest.get('format')!r}")
+    if manifest.get("version") != VERSION:
+        raise DataError(f"{root / MANIFEST}: version: expected {VERSION}, got {manifest.get('version')!r}")
     seg = pq.read_table(root / SEGMENTS).to_pandas()
     sel = pq.read_table(root / SELECTIONS).to_pandas()
     users = pq.read_table(root / USERS).to_pandas()
     videos = _videos_from_table(seg, str(root / SEGMENTS))
-    data = PHDData(float(manifest.get("segment_seconds", math.nan)), videos, PHDLabels(sel, users, {}))
-    if not (data.segment_seconds > 0):
-        raise DataError(f"{root / MANIFEST}: segment_seconds: expected a number > 0")
+    check_segment_seconds(manifest.get("segment_seconds"), str(root / MANIFEST))
+    data = PHDData(float(manifest["segment_seconds"]), videos, PHDLabels(sel, users, {}))
     check_label_side(data.labels, str(root / SELECTIONS), str(root / USERS))
     check_against_features(data, str(root / SELECTIONS))
     return data

@@ -60,6 +60,9 @@ def user_examples(data: PHDData, split: str) -> List[UserExample]:
 def segment_labels(selections: Sequence[Selection], n_segments: int, segment_seconds: float) -> np.ndarray:
     """``[T]``: share of each segment's frames (30 fps) inside the union of ``selections``."""
     per = int(round(segment_seconds * FPS))
+    if abs(segment_seconds * FPS - per) > 1e-6 or per < 1:
+        raise ValueError(f"segment_seconds {segment_seconds!r}: expected a whole number of {FPS} fps frames per "
+                         f"segment, got {segment_seconds * FPS:g}")
     frames = frame_labels(selections, n_segments * per)
     return frames.reshape(n_segments, per).mean(axis=1)
 
@@ -105,16 +108,15 @@ def make_batch(
     data: PHDData,
     examples: Sequence[UserExample],
     crops: Optional[Sequence[Tuple[int, int]]] = None,
-    max_history: Optional[int] = None,
     clip_segments: int = 8,
 ) -> PHDBatch:
     """Pad ``examples`` into one :class:`PHDBatch`; ``crops[i]`` = segments ``[first, end)`` of the
-    target video (None = whole videos); ``max_history`` keeps each user's first clips (None = all)."""
+    target video (None = whole videos)."""
     ss = data.segment_seconds
     vids = [data.videos[e.video_id] for e in examples]
     crops = list(crops) if crops is not None else [(0, v.n_segments) for v in vids]
     n = max(end - first for first, end in crops)
-    hists = [e.history[:max_history] if max_history is not None else e.history for e in examples]
+    hists = [e.history for e in examples]
     m = max(1, max(len(h) for h in hists))
     b, dv, dt = len(examples), data.visual_dim, data.text_dim
     visual, text = np.zeros((b, n, dv), np.float32), np.zeros((b, n, dt), np.float32)

@@ -100,18 +100,23 @@ def read_gifs_csv(path: PathLike) -> pd.DataFrame:
 
 
 def _video_durations(frames: List[Tuple[PathLike, pd.DataFrame]]) -> Dict[str, float]:
-    durations: Dict[str, Tuple[float, PathLike, int]] = {}
+    """Known duration per video (the largest of its rows); refuses a video whose rows' durations span more
+    than :data:`DURATION_TOLERANCE_S` (min and max kept per video, so the verdict does not depend on row order)."""
+    low: Dict[str, Tuple[float, PathLike, int]] = {}
+    high: Dict[str, Tuple[float, PathLike, int]] = {}
     for path, df in frames:
         for video, value, line in zip(df["youtubeId"], df["video_duration"], df["line"]):
             if math.isnan(value):
                 continue
-            seen = durations.get(video)
-            if seen is not None and abs(seen[0] - value) > DURATION_TOLERANCE_S:
+            if video not in low or value < low[video][0]:
+                low[video] = (value, path, line)
+            if video not in high or value > high[video][0]:
+                high[video] = (value, path, line)
+            if high[video][0] - low[video][0] > DURATION_TOLERANCE_S:
+                other = low[video] if value >= high[video][0] else high[video]
                 raise DataError(f"{path}: line {line}: video_duration: video {video!r} is {value:g} s here but "
-                                f"{seen[0]:g} s at {seen[1]} line {seen[2]}")
-            if seen is None or value > seen[0]:
-                durations[video] = (value, path, line)
-    return {video: v[0] for video, v in durations.items()}
+                                f"{other[0]:g} s at {other[1]} line {other[2]}")
+    return {video: v[0] for video, v in high.items()}
 
 
 def _labels_of_split(path: PathLike, df: pd.DataFrame, split: str) -> Tuple[pd.DataFrame, List[Tuple[str, str]]]:
