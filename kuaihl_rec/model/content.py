@@ -460,12 +460,20 @@ CONTENT_VARIANTS: Dict[str, Variant] = {
 }
 
 
+def content_parts(spec: BatchSpec, preset: str, overrides: Dict[str, Any]):
+    """The config and streamer embedding collection every content factory builds from (``content``, its
+    variants, ``content_e2e``): the window from ``spec``, the table (None without one), initialised from a
+    finished run's table when ``streamer_init`` is set (a pretrained streamer embedding, ContentCTR 3.1)."""
+    cfg = content_config(preset, **{"window": spec.window, **overrides})
+    ec = build_streamer_embedding(spec, cfg) if cfg.uses_streamer_table else None
+    if cfg.streamer_init is not None:
+        init_streamer_table(ec.embeddings[STREAMER_TABLE].weight, cfg.streamer_init)
+    return cfg, ec
+
+
 def _make_factory(name: str, fixed: Dict[str, Any], default_loss: str, doc: str):
     def factory(spec: BatchSpec, preset: str = "small", **overrides: Any) -> ContentCTR:
-        cfg = content_config(preset, **{"window": spec.window, **overrides, **fixed})
-        ec = build_streamer_embedding(spec, cfg) if cfg.uses_streamer_table else None
-        if cfg.streamer_init is not None:  # a pretrained streamer embedding (ContentCTR 3.1)
-            init_streamer_table(ec.embeddings[STREAMER_TABLE].weight, cfg.streamer_init)
+        cfg, ec = content_parts(spec, preset, {**overrides, **fixed})
         return ContentCTR(spec, cfg, ec, default_loss=default_loss)
 
     factory.__name__ = name

@@ -35,10 +35,9 @@ from kuaihl_rec.data.batch import BatchSpec, LiveBatch
 from kuaihl_rec.data.io import DataError
 from kuaihl_rec.data.schema import RAW_MEDIA_COLUMNS
 from kuaihl_rec.encoders import EncoderConfig, EndToEndFeaturizer, preset_config, segment_text
-from kuaihl_rec.model.config import ContentConfig, content_config
-from kuaihl_rec.model.content import ContentCTR, _CONFIG_FIELDS, build_streamer_embedding
+from kuaihl_rec.model.config import ContentConfig
+from kuaihl_rec.model.content import ContentCTR, _CONFIG_FIELDS, content_parts
 from kuaihl_rec.model.registry import register_model
-from kuaihl_rec.model.streamer import STREAMER_TABLE, init_streamer_table
 
 __all__ = ["ContentE2E", "MediaBank", "MediaFeaturizer", "load_media_bank"]
 
@@ -210,9 +209,6 @@ def content_e2e(spec: BatchSpec, preset: str = "small", media: Optional[str] = N
     sizes = featurizer.sizes
     spec = dataclasses.replace(spec, visual_tokens=sizes.visual_tokens, visual_dim=sizes.visual_dim,
                                text_dim=sizes.text_dim)
-    cfg = content_config(preset, **{"window": spec.window, **overrides})
-    ec = build_streamer_embedding(spec, cfg) if cfg.uses_streamer_table else None
-    if cfg.streamer_init is not None:  # a pretrained streamer embedding (ContentCTR 3.1), as for `content`
-        init_streamer_table(ec.embeddings[STREAMER_TABLE].weight, cfg.streamer_init)
+    cfg, ec = content_parts(spec, preset, overrides)
     lr = None if encoder_lr is None else float(encoder_lr)
     return ContentE2E(spec, cfg, ec, MediaFeaturizer(featurizer, bank, lr), default_loss="contentctr")
