@@ -25,13 +25,12 @@ from ranking.ope.intervals import (
 )
 from ranking.ope.policy import PolicyProbabilities, RequestArrays, StochasticPolicy, slate_data
 from ranking.ope.reward_model import fit_reward_model
-from ranking.ope.schema import LoggedData
+from ranking.ope.schema import REWARDS, LoggedData
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["REWARDS", "evaluate_log"]
+__all__ = ["evaluate_log"]
 
-REWARDS = ("click", "watch_s")
 
 
 def _truth_for(meta: Mapping[str, Any], name: str, policy: StochasticPolicy) -> Optional[Dict[str, Any]]:

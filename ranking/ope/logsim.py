@@ -30,6 +30,7 @@ import pandas as pd
 
 from ranking.ope.plackett_luce import gumbel_top_k, position_marginals, prefix_probabilities
 from ranking.ope.policy import StochasticPolicy
+from ranking.ope.schema import REWARDS
 from ranking.outcomes import N_OUTCOMES, Outcome
 from ranking.population import Population
 from ranking.random_numbers import UINT64_MASK, splitmix64, stable_hash, stream_salt, uniform_from_hash
@@ -45,7 +46,6 @@ CLICK_MODELS = ("cascade", "pbm")
 #: Random streams of the list draws (the simulator's own streams are 1..6).
 _STREAM_LIST = 21
 _STREAM_PBM_CLICK = 22
-REWARDS = ("click", "watch_s")
 
 
 @dataclasses.dataclass(frozen=True)

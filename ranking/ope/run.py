@@ -17,12 +17,12 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Union
 from kuaihl_rec.data.io import atomic_write_json
 from ranking.arms import build_arms, load_arms_config
 from ranking.experiment import _resolve
-from ranking.ope.evaluate import REWARDS, evaluate_log
+from ranking.ope.evaluate import evaluate_log
 from ranking.ope.intervals import DiagnosticThresholds
 from ranking.ope.logsim import OpeSimConfig, simulate_log
 from ranking.ope.policy import StochasticPolicy
 from ranking.ope.report import write_report
-from ranking.ope.schema import read_logs, strict_json, write_logs
+from ranking.ope.schema import REWARDS, read_logs, strict_json, write_logs
 from ranking.population import make_population
 from ranking.score_source import RunScorer
 

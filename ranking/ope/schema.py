@@ -44,7 +44,11 @@ import pyarrow.parquet as pq
 
 from kuaihl_rec.data.io import DataError, atomic_write_json, atomic_write_parquet
 
+#: The reward columns of an impression row that a policy value is estimated for.
+REWARDS = ("click", "watch_s")
+
 __all__ = [
+    "REWARDS",
     "CANDIDATES_FILE",
     "IMPRESSION_COLUMNS",
     "IMPRESSIONS_FILE",
