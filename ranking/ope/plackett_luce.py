@@ -33,7 +33,7 @@ from typing import List, Tuple
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["gumbel_top_k", "log_weights", "position_marginals", "prefix_probabilities"]
+__all__ = ["gumbel_top_k", "log_weights", "normalised_weights", "position_marginals", "prefix_probabilities"]
 
 #: Requests scored together by :func:`position_marginals`, and the most (request, pair) terms held at once.
 _CHUNK = 1024
@@ -64,7 +64,7 @@ def gumbel_top_k(logw: np.ndarray, k: int, uniforms: np.ndarray) -> np.ndarray:
     return np.argsort(-keys, axis=1, kind="stable")[:, :k]
 
 
-def _normalised(logw: np.ndarray) -> np.ndarray:
+def normalised_weights(logw: np.ndarray) -> np.ndarray:
     """``exp(logw - max)`` per row (0 for absent items)."""
     top = np.max(np.where(np.isfinite(logw), logw, -np.inf), axis=1, keepdims=True)
     return np.exp(logw - np.where(np.isfinite(top), top, 0.0))
@@ -73,7 +73,7 @@ def _normalised(logw: np.ndarray) -> np.ndarray:
 def prefix_probabilities(logw: np.ndarray, chosen: np.ndarray) -> np.ndarray:
     """``[R, K]``: probability of the prefix ``chosen[:, :k+1]`` (item indices into ``logw [R, N]``);
     ``chosen`` may end early with -1 (a shorter list): those entries are NaN."""
-    w = _normalised(logw)
+    w = normalised_weights(logw)
     valid = chosen >= 0
     picked = np.take_along_axis(w, np.where(valid, chosen, 0), axis=1) * valid
     remaining = w.sum(axis=1, keepdims=True) - np.concatenate(
@@ -152,7 +152,7 @@ def position_marginals(logw: np.ndarray, k: int) -> np.ndarray:
         chunk = max(1, min(_CHUNK, _MAX_TERMS // n_pairs))
         for first in range(0, len(rows), chunk):
             part = slice(first, first + chunk)
-            marg = _marginals_full(_normalised(sub[part]), kk)
+            marg = _marginals_full(normalised_weights(sub[part]), kk)
             block = np.zeros((len(marg), n, k))
             np.put_along_axis(block[:, :, :kk], cols[part][:, :, None].repeat(kk, axis=2), marg, axis=1)
             out[rows[part]] = block

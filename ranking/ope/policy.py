@@ -18,7 +18,7 @@ import pandas as pd
 
 from ranking.blend import Formula
 from ranking.ope.estimators import SlateData
-from ranking.ope.plackett_luce import log_weights, position_marginals, prefix_probabilities
+from ranking.ope.plackett_luce import log_weights, normalised_weights, position_marginals, prefix_probabilities
 from ranking.ope.schema import LoggedData
 
 __all__ = ["PolicyProbabilities", "RequestArrays", "StochasticPolicy", "slate_data"]
@@ -103,8 +103,7 @@ class PolicyProbabilities:
         k = arrays.n_positions
         marginals = position_marginals(logw, k)
         prefix = prefix_probabilities(logw, arrays.chosen)
-        top = np.max(logw, axis=1, keepdims=True)
-        w = np.exp(logw - top)  # [R, N]
+        w = normalised_weights(logw)  # [R, N], as prefix_probabilities uses them
         taken = np.zeros_like(w, dtype=bool)
         conditional = np.zeros(w.shape + (k,))
         for j in range(k):
