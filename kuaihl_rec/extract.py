@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -416,6 +417,23 @@ def extract_features(
     }
 
 
+def _copy_world_truth(input_path: Path, out_dir: Path) -> bool:
+    """When ``input_path`` is a synthetic world (it has ``truth/``), copy that hidden truth beside the extracted
+    table: the twin has the same rooms and segments, so its ceiling row and warm / cold-start slices
+    (``kuaihl compare``, ``kuaihl eval``) read the same truth. Copied to a temporary name, then renamed."""
+    src = input_path / "truth"
+    if not (input_path.is_dir() and src.is_dir()):
+        return False
+    dst = out_dir / "truth"
+    tmp = out_dir / f".truth.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.replace(tmp, dst)
+    return True
+
+
 def run_extract(
     input_path: PathLike,
     out_dir: PathLike,
@@ -445,6 +463,7 @@ def run_extract(
     summary = extract_features(
         input_path, out_dir, cfg, batch_size=batch_size, progress=progress, media_root=media_root, device=device
     )
+    summary["truth_copied"] = _copy_world_truth(Path(input_path), Path(out_dir))
     report = validate_path(out_dir)
     summary.update(
         {

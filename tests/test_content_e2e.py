@@ -243,3 +243,19 @@ def test_a_media_table_with_merged_or_broken_rooms_is_refused(media_world, tmp_p
     bad.to_parquet(tmp_path / "media.parquet", index=False)
     with pytest.raises(DataError, match=message):
         load_media_bank(str(tmp_path / "media.parquet"), None, None)
+
+
+def test_compare_rows_run_the_encoders_on_the_world_they_are_trained_on():
+    """`kuaihl compare --models content_e2e,content_e2e_frozen`: `model.media` is the world of the run."""
+    from pathlib import Path
+
+    from kuaihl_rec.apps.compare import _with_world_dir
+    from kuaihl_rec.apps.compare_entries import ALL_ENTRIES, RAW_MEDIA, entries_for
+
+    rows = entries_for(["content_e2e", "content_e2e_frozen"])
+    assert rows == list(RAW_MEDIA)
+    assert not set(RAW_MEDIA) & set(ALL_ENTRIES)  # the default rows run on any world; these need raw media
+    resolved = [dict(_with_world_dir(e, Path("/worlds/media")).overrides) for e in rows]
+    assert [r["media"] for r in resolved] == ["/worlds/media", "/worlds/media"]
+    assert [r["finetune"] for r in resolved] == [True, False]
+    assert resolved[0]["encoder_lr"] == 1e-4 and "encoder_lr" not in resolved[1]

@@ -133,3 +133,7 @@ def test_kuaihl_extract_on_the_raw_media_world_gives_the_frozen_feature_twin(tmp
     twin = load_segments(tmp_path / "x")[0]
     kept = [c for c in world.segments.column_names if c not in ("visual", "text")]
     assert twin.select(kept).equals(world.segments.select(kept))
+    # the twin keeps the world's hidden truth (same rooms), for the ceiling row and the cold-start slices
+    assert info["truth_copied"] is True
+    for path in sorted((tmp_path / "w" / "truth").iterdir()):
+        assert (tmp_path / "x" / "truth" / path.name).read_bytes() == path.read_bytes()

@@ -38,7 +38,9 @@ from kuaihl_rec.apps.compare_entries import (  # noqa: F401  (re-exported: the r
     LOSS_ABLATION_SUM,
     METRIC_KEYS,
     MODALITY_ABLATION,
+    RAW_MEDIA,
     TABLE1_VARIANTS,
+    WORLD_DIR,
     CompareBudget,
     Entry,
     _training_key,
@@ -228,6 +230,14 @@ def _with_source_runs(entry: Entry, seed: int, run_of) -> Entry:
     return dataclasses.replace(entry, overrides=overrides)
 
 
+def _with_world_dir(entry: Entry, data_dir: Path) -> Entry:
+    """``entry`` with each :data:`WORLD_DIR` override value replaced by ``data_dir`` (e.g. ``model.media``)."""
+    if not any(v == WORLD_DIR for _, v in entry.overrides):
+        return entry
+    overrides = tuple((k, str(data_dir) if v == WORLD_DIR else v) for k, v in entry.overrides)
+    return dataclasses.replace(entry, overrides=overrides)
+
+
 def _train_stage(stage, data_dir, budget, runner, run_path, resolve, bar, search, best, per_entry) -> None:
     """The lr search (seed 0) and the other seeds of the rows of ``stage``; fills ``search``, ``best``
     and ``per_entry`` (the test results of each row, seed by seed)."""
@@ -282,7 +292,8 @@ def run_world(
     trained_by_name = {e.name: e for e in trained}
     shared = {name: unique[keys[name]].name for name in keys}  # row -> the row whose runs it uses
 
-    def resolve(entry: Entry, seed: int) -> Entry:  # "@row" overrides -> that row's run of this seed
+    def resolve(entry: Entry, seed: int) -> Entry:  # "@row" -> that row's run of this seed; WORLD_DIR -> data_dir
+        entry = _with_world_dir(entry, Path(data_dir))
         return _with_source_runs(entry, seed, lambda row: run_path(
             trained_by_name[shared[row]], best[shared[row]], seed))
 

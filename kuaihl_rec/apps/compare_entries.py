@@ -78,6 +78,15 @@ LOSS_ABLATION_SUM = tuple(
     if f"{e.loss}{PAPER_SCALE_SUFFIX}" in LOSS_PRESETS
 )
 MODALITY_ABLATION = _family_rows("content", "drop_pct")
+#: An override value replaced by the world directory the row is trained on (``model.media`` of a raw-media world).
+WORLD_DIR = "<world>"
+# Encoders in the training loop (ContentCTR 3.3 / 4.3.2; kuaihl_rec/model/content_e2e.py): only on a raw-media
+# world (`kuaihl world --preset tiny_media`, `--set raw_media=true`), so not among the default rows. The encoders'
+# own learning rate is fixed at 1e-4 (the heads' rate is searched as for every row; docs/MODEL.md section 12).
+RAW_MEDIA = (
+    Entry("content_e2e", "content_e2e", overrides=(("encoder_lr", 1e-4), ("finetune", True), ("media", WORLD_DIR))),
+    Entry("content_e2e_frozen", "content_e2e", overrides=(("finetune", False), ("media", WORLD_DIR))),
+)
 ALL_ENTRIES = (
     ID_BASELINES + TABLE1_VARIANTS + COLD_START + PRETRAINED_ID + LOSS_ABLATION + LOSS_ABLATION_SUM + MODALITY_ABLATION
 )
@@ -102,7 +111,7 @@ def entries_for(names: Optional[Sequence[str]]) -> List[Entry]:
     """The entries named (registry names or row names), or all of them."""
     if not names:
         return list(ALL_ENTRIES)
-    by_name = {e.name: e for e in ALL_ENTRIES}
+    by_name = {e.name: e for e in ALL_ENTRIES + RAW_MEDIA}
     out = []
     for name in names:
         if name in by_name:

@@ -18,6 +18,7 @@ from kuaihl_rec.apps.compare_entries import (
     LOSS_ABLATION_SUM,
     METRIC_KEYS,
     MODALITY_ABLATION,
+    RAW_MEDIA,
     TABLE1_VARIANTS,
 )
 from kuaihl_rec.data.io import atomic_write_bytes
@@ -76,7 +77,7 @@ def _table(rows: List[List[str]], header: List[str]) -> str:
 
 def _world_section(name: str, res: Dict[str, Any]) -> List[str]:
     models = res["models"]
-    entries = {e.name: e for e in ALL_ENTRIES}
+    entries = {e.name: e for e in ALL_ENTRIES + RAW_MEDIA}
     best_baseline = best_id_model(models)
     ref_name = "content" if "content" in models else None
 
@@ -109,7 +110,8 @@ def _world_section(name: str, res: Dict[str, Any]) -> List[str]:
         [k] + [f"{v[m]:.4f}" if m in v else "" for m in _COLUMNS] + ["", ""]
         for k, v in res["references"].items()
     ]
-    t1 = [n for n in [e.name for e in ID_BASELINES + TABLE1_VARIANTS + COLD_START + PRETRAINED_ID] if n in models]
+    t1 = [n for n in [e.name for e in ID_BASELINES + TABLE1_VARIANTS + COLD_START + PRETRAINED_ID + RAW_MEDIA]
+          if n in models]
     if t1:
         out += ["### Table 1: methods (test rooms)", "", _table(refs + [row(n) for n in t1], header), ""]
     t4 = [e.name for e in LOSS_ABLATION + LOSS_ABLATION_SUM if e.name in models]
