@@ -415,7 +415,7 @@ def _load_packaged_presets() -> Dict[str, WorldConfig]:
 
 
 #: Named presets from ``kuaihl_rec/configs/world.yaml`` (``default``, ``tiny``, ``tiny_media``, ``media``,
-#: ``no_content``, ``bench_1m``).
+#: ``media_small``, ``no_content``, ``bench_1m``).
 WORLD_PRESETS: Dict[str, WorldConfig] = _load_packaged_presets()
 
 
