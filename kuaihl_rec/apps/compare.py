@@ -47,7 +47,7 @@ from kuaihl_rec.apps.compare_entries import (  # noqa: F401  (re-exported: the r
     default_loss,
     entries_for,
 )
-from kuaihl_rec.apps.compare_figures import figure4, figure6
+from kuaihl_rec.apps.compare_figures import figure4, figure5, figure6
 from kuaihl_rec.apps.compare_report import (  # noqa: F401  (re-exported)
     CEILING_ROW,
     COMPLETE_ROW,
@@ -349,6 +349,7 @@ def run_compare(
     res = results["worlds"][first.name]
     try:
         figure4(first, res, out_dir / "fig4_room_timeline.png")
+        figure5(res, out_dir / "fig5_loss_terms.png")
         figure6(first, res, out_dir / "fig6_dtw_alignment.png")
     except Exception as exc:  # a figure must not lose the tables; say why it is missing
         logger.error("figures not written: %s", exc)

@@ -2,6 +2,10 @@
 
 * Figure 4 view (ContentCTR Fig. 4): one test room's hidden true LVTR, its noisy LVTR labels, and
   the next-segment predictions of the content model and of the best ID baseline.
+* Figure 5 view (ContentCTR Fig. 5): the pointwise and pairwise terms of the step log during training
+  of the loss-ablation rows point + L0 (the papers' Model2) and point + L1 (Model3), at our pair scale
+  and at the papers' (``@sum``), seed 0: whether the pairwise term is over-optimised while the
+  pointwise term rises (the papers' "collapse").
 * Figure 6 view (ContentCTR Fig. 6): the cosine-similarity matrix between one window's projected
   text and visual sequences of the trained content model, with its DTW alignment path. The path is
   read off the gradient of the hard DTW distance with respect to the cost matrix, which is the
@@ -10,9 +14,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
@@ -100,3 +105,53 @@ def figure6(data_dir: Path, res: Dict[str, Any], out: Path) -> None:
     fig.tight_layout()
     _save(fig, out)
     plt.close(fig)
+
+
+#: The rows of the Figure 5 view: (row, colour, line style); rows a comparison did not train are left out.
+FIGURE5_ROWS = (
+    ("loss:point+L0", "tab:blue", "-"),
+    ("loss:point+L1", "tab:red", "-"),
+    ("loss:point+L0@sum", "tab:blue", ":"),
+    ("loss:point+L1@sum", "tab:red", ":"),
+)
+
+
+def _moving_average(x: np.ndarray, k: int) -> np.ndarray:
+    """Trailing mean over the last ``min(k, t + 1)`` values at each step t (no look-ahead, same length as x)."""
+    c = np.cumsum(np.insert(x, 0, 0.0))
+    t = np.arange(1, len(x) + 1)
+    lo = np.maximum(t - k, 0)
+    return (c[t] - c[lo]) / (t - lo)
+
+
+def _loss_terms(run: Path) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(step, point, pair) arrays of a run's step log (``steps.jsonl``)."""
+    rows: List[Dict[str, Any]] = [json.loads(line) for line in (run / "steps.jsonl").read_text().splitlines() if line]
+    rows = [r for r in rows if "point" in r and "pair" in r]
+    return (np.array([r["step"] for r in rows], dtype=float), np.array([r["point"] for r in rows], dtype=float),
+            np.array([r["pair"] for r in rows], dtype=float))
+
+
+def figure5(res: Dict[str, Any], out: Path, smooth: int = 25) -> bool:
+    """Pointwise and pairwise terms per step of the :data:`FIGURE5_ROWS` present in ``res`` (seed 0 runs,
+    trailing mean over ``smooth`` steps); False (nothing written) when fewer than two of them were trained."""
+    rows = [(name, colour, style) for name, colour, style in FIGURE5_ROWS if name in res["runs"]]
+    if len(rows) < 2:
+        return False
+    plt = _plt()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    for name, colour, style in rows:
+        step, point, pair = _loss_terms(Path(res["runs"][name][0]))
+        top.plot(step, _moving_average(point, smooth), color=colour, ls=style, lw=1.3, label=name)
+        bottom.plot(step, _moving_average(pair, smooth), color=colour, ls=style, lw=1.3, label=name)
+    top.set_ylabel("L_point (BCE)")
+    bottom.set_ylabel("L_pair (as trained)")
+    bottom.set_yscale("log")
+    bottom.set_xlabel("training step")
+    top.set_title(f"loss terms during training, seed 0, trailing mean of {smooth} steps (synthetic world)",
+                  fontsize=9)
+    top.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    _save(fig, out)
+    plt.close(fig)
+    return True

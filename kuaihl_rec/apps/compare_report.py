@@ -214,7 +214,7 @@ def write_report(out_dir: Path, results: Dict[str, Any]) -> Path:
     lines += _margin_section(results)
     for name, res in results["worlds"].items():
         lines += _world_section(name, res)
-    for fig in ("fig4_room_timeline.png", "fig6_dtw_alignment.png"):
+    for fig in ("fig4_room_timeline.png", "fig5_loss_terms.png", "fig6_dtw_alignment.png"):
         if (out_dir / fig).exists():
             lines += [f"![{fig}]({fig})", ""]
     path = out_dir / "report.md"
