@@ -162,8 +162,8 @@ class MediaBank:
         try:
             return self.paths.decode(rows.tolist())
         except DataError as exc:
-            raise DataError(f"{exc} (model.media_frames=lazy decodes frames when a batch reads them: the file "
-                            "changed after the media bank was built)") from exc
+            raise DataError(f"{exc} (model.media_frames=lazy decodes a frame when a batch reads it; building the "
+                            "bank checked only that every frame file existed)") from exc
 
 
 def _check_media_order(path: Path, live: np.ndarray, seg: np.ndarray) -> None:
