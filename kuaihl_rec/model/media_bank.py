@@ -1,4 +1,4 @@
-"""The media bank of ``content_e2e``: each segment's frames and tokenised text, by (live_id, segment) (docs/MODEL.md 12).
+"""The media bank of ``content_e2e``: segments' frames and tokenised texts by (live_id, segment), docs/MODEL.md 12.
 
 Two ways to hold the frames (``model.media_frames``):
 
