@@ -13,12 +13,13 @@ front) and/or decoded per batch (``lazy``: only the batch's distinct rows, at ev
 and prints each run's epoch seconds (the trainer's own ``epoch_seconds``: the training steps, without
 the validation pass), its steps, seconds per step and the ratio to the reference; plus the one-off
 seconds of building the media bank (decoding every frame, tokenising every text) and of the
-extraction; with both frame modes, the lazy epoch over the ram one. Synthetic data; timings are printed,
-never asserted.
+extraction; with both frame modes, the lazy epoch over the ram one and the milliseconds a lazy step pays
+to decode one distinct row. Synthetic data; timings are printed, never asserted.
 
 Usage::
 
     OMP_NUM_THREADS=2 nice -n 10 python bench/bench_e2e_epoch.py              # tiny_media, train preset tiny
+    OMP_NUM_THREADS=1 nice -n 10 python bench/bench_e2e_epoch.py --media-frames both   # ram vs lazy (default)
     python bench/bench_e2e_epoch.py --world-set n_rooms=16 --train-preset tiny --json out.json
     python bench/bench_e2e_epoch.py --media-frames lazy --skip content   # lazy frames only
 """
@@ -78,8 +79,12 @@ def _bank_seconds(world: Path, modes, results: Dict[str, Any]) -> None:
     featurizer = EndToEndFeaturizer(enc, trainable=False)
     for mode in modes:
         t0 = time.perf_counter()
-        load_media_bank(world, enc, featurizer, frames=mode)
+        bank = load_media_bank(world, enc, featurizer, frames=mode)
         results[f"bank_seconds_{mode}"] = round(time.perf_counter() - t0, 2)
+        if mode == "lazy":  # what a step pays a distinct row: decoding its frames (the ram bank indexes them)
+            t0 = time.perf_counter()
+            bank.images(torch.arange(len(bank.paths)))
+            results["lazy_decode_ms_per_row"] = round(1e3 * (time.perf_counter() - t0) / len(bank.paths), 3)
 
 
 def _print_ratios(results: Dict[str, Any]) -> None:
@@ -93,6 +98,8 @@ def _print_ratios(results: Dict[str, Any]) -> None:
     banks = ", ".join(f"media bank ({k[13:]}) {v} s" for k, v in results.items() if k.startswith("bank_seconds_"))
     print(f"world: {results['segments']} segments ({results['world_seconds']} s); "
           f"extract {results['extract_seconds']} s; {banks}; {results['threads']} threads")
+    if "lazy_decode_ms_per_row" in results:
+        print(f"lazy frames: {results['lazy_decode_ms_per_row']} ms to decode one row's frames")
     for key in keys:
         if "ratio_to_content" in results[key]:
             print(f"{key}: {results[key]['ratio_to_content']}x the epoch of `content` on the extracted twin")
