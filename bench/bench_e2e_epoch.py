@@ -8,15 +8,20 @@ Builds a raw-media world (default: preset ``tiny_media``), extracts its frozen-f
 * ``content_e2e``      frozen (``finetune=False``: encoders run forward only, every step),
 * ``content_e2e``      fine-tuned (``finetune=True``: gradients through Swin and MiniLM),
 
+each ``content_e2e`` run with its media bank's frames in memory (``model.media_frames=ram``: decoded up
+front) and/or decoded per batch (``lazy``: only the batch's distinct rows, at every step), ``--media-frames``,
 and prints each run's epoch seconds (the trainer's own ``epoch_seconds``: the training steps, without
 the validation pass), its steps, seconds per step and the ratio to the reference; plus the one-off
 seconds of building the media bank (decoding every frame, tokenising every text) and of the
-extraction. Synthetic data; timings are printed, never asserted.
+extraction; with both frame modes, the lazy epoch over the ram one and the milliseconds a lazy step pays
+to decode one distinct row. Synthetic data; timings are printed, never asserted.
 
 Usage::
 
     OMP_NUM_THREADS=2 nice -n 10 python bench/bench_e2e_epoch.py              # tiny_media, train preset tiny
+    OMP_NUM_THREADS=1 nice -n 10 python bench/bench_e2e_epoch.py --media-frames both   # ram vs lazy (default)
     python bench/bench_e2e_epoch.py --world-set n_rooms=16 --train-preset tiny --json out.json
+    python bench/bench_e2e_epoch.py --media-frames lazy --skip content   # lazy frames only
 """
 
 from __future__ import annotations
@@ -64,6 +69,44 @@ def _run(name: str, data: Path, out: Path, preset: str, overrides: Dict[str, Any
             "val_tau": epoch.get("val_tau")}
 
 
+def _bank_seconds(world: Path, modes, results: Dict[str, Any]) -> None:
+    """The one-off cost of building the media bank in each frame mode (ram: decode every frame; lazy: stat them)."""
+    # why: function-level import: the bank's one-off cost is measured on its own
+    from kuaihl_rec.encoders import EndToEndFeaturizer, preset_config
+    from kuaihl_rec.model.content_e2e import load_media_bank
+
+    enc = preset_config("swin_media")
+    featurizer = EndToEndFeaturizer(enc, trainable=False)
+    for mode in modes:
+        t0 = time.perf_counter()
+        bank = load_media_bank(world, enc, featurizer, frames=mode)
+        results[f"bank_seconds_{mode}"] = round(time.perf_counter() - t0, 2)
+        if mode == "lazy":  # what a step pays a distinct row: decoding its frames (the ram bank indexes them)
+            t0 = time.perf_counter()
+            bank.images(torch.arange(len(bank.paths)))
+            results["lazy_decode_ms_per_row"] = round(1e3 * (time.perf_counter() - t0) / len(bank.paths), 3)
+
+
+def _print_ratios(results: Dict[str, Any]) -> None:
+    ref = results.get("content", {}).get("epoch_seconds")
+    keys = [k for k in ("frozen", "finetune", "frozen_lazy", "finetune_lazy") if k in results]
+    for key in keys:
+        if ref:
+            results[key]["ratio_to_content"] = round(results[key]["epoch_seconds"] / ref, 1)
+        if key.endswith("_lazy") and key[:-5] in results:
+            results[key]["ratio_to_ram"] = round(results[key]["epoch_seconds"] / results[key[:-5]]["epoch_seconds"], 2)
+    banks = ", ".join(f"media bank ({k[13:]}) {v} s" for k, v in results.items() if k.startswith("bank_seconds_"))
+    print(f"world: {results['segments']} segments ({results['world_seconds']} s); "
+          f"extract {results['extract_seconds']} s; {banks}; {results['threads']} threads")
+    if "lazy_decode_ms_per_row" in results:
+        print(f"lazy frames: {results['lazy_decode_ms_per_row']} ms to decode one row's frames")
+    for key in keys:
+        if "ratio_to_content" in results[key]:
+            print(f"{key}: {results[key]['ratio_to_content']}x the epoch of `content` on the extracted twin")
+        if "ratio_to_ram" in results[key]:
+            print(f"{key}: {results[key]['ratio_to_ram']}x the epoch of the same run with its frames in memory (ram)")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--world", default="tiny_media", help="world preset (raw_media is forced on)")
@@ -71,6 +114,8 @@ def main(argv=None) -> int:
     ap.add_argument("--train-preset", default="tiny")
     ap.add_argument("--encoder-lr", type=float, default=1e-4)
     ap.add_argument("--skip", action="append", default=[], help="skip a run: content | frozen | finetune")
+    ap.add_argument("--media-frames", choices=("ram", "lazy", "both"), default="both",
+                    help="how content_e2e holds the frames (model.media_frames); both: each e2e run in each mode")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore", RandomInitWarning)
@@ -87,37 +132,23 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         run_extract(root / "w", root / "x", preset="swin_media", progress=False)
         results["extract_seconds"] = round(time.perf_counter() - t0, 2)
-        t0 = time.perf_counter()
-        # why: function-level import: the bank's one-off cost is measured on its own
-        from kuaihl_rec.encoders import EndToEndFeaturizer, preset_config
-        from kuaihl_rec.model.content_e2e import load_media_bank
-
-        enc = preset_config("swin_media")
-        load_media_bank(root / "w", enc, EndToEndFeaturizer(enc, trainable=False))
-        results["bank_seconds"] = round(time.perf_counter() - t0, 2)
-        runs = {
-            "content": ("content", root / "x", {}),
-            "frozen": ("content_e2e", root / "w", {"media": str(root / "w"), "finetune": False}),
-            "finetune": ("content_e2e", root / "w", {"media": str(root / "w"), "finetune": True,
-                                                     "encoder_lr": args.encoder_lr}),
-        }
+        modes = ("ram", "lazy") if args.media_frames == "both" else (args.media_frames,)
+        _bank_seconds(root / "w", modes, results)
+        runs = {"content": ("content", root / "x", {})}
+        tuned = {"finetune": True, "encoder_lr": args.encoder_lr}
+        for key, extra in (("frozen", {"finetune": False}), ("finetune", tuned)):
+            for mode in modes:  # ram and lazy one after the other: the machine's load drifts less between them
+                media = {"media": str(root / "w"), "media_frames": mode}
+                runs[key + ("" if mode == "ram" else "_lazy")] = ("content_e2e", root / "w", {**media, **extra})
         for key, (model, data, overrides) in runs.items():
-            if key in args.skip:
+            if key.replace("_lazy", "") in args.skip:
                 continue
             results[key] = _run(model, data, root / f"run_{key}", args.train_preset, overrides)
             r = results[key]
             r["seconds_per_step"] = round(r["epoch_seconds"] / max(r["steps"], 1), 3)
-            print(f"{key:>9}: epoch {r['epoch_seconds']:.1f} s, {r['steps']} steps, "
+            print(f"{key:>13}: epoch {r['epoch_seconds']:.1f} s, {r['steps']} steps, "
                   f"{r['seconds_per_step']:.2f} s/step, val tau {r['val_tau']}", flush=True)
-    ref = results.get("content", {}).get("epoch_seconds")
-    for key in ("frozen", "finetune"):
-        if ref and key in results:
-            results[key]["ratio_to_content"] = round(results[key]["epoch_seconds"] / ref, 1)
-    print(f"world: {results['segments']} segments ({results['world_seconds']} s); "
-          f"extract {results['extract_seconds']} s; media bank {results['bank_seconds']} s; {results['threads']} threads")
-    for key in ("frozen", "finetune"):
-        if "ratio_to_content" in results.get(key, {}):
-            print(f"{key}: {results[key]['ratio_to_content']}x the epoch of `content` on the extracted twin")
+    _print_ratios(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
