@@ -58,7 +58,10 @@ COLD_START = (
     Entry("content+id_dropout", "content", overrides=(("id_dropout", 0.2),)),
     # ... and our recommended row (engagement token, pointwise loss) with the same id dropout
     Entry(
-        "content+engagement+point+id_dropout", "content", "point", overrides=(("id_dropout", 0.2), ("use_counters", True))
+        "content+engagement+point+id_dropout",
+        "content",
+        "point",
+        overrides=(("id_dropout", 0.2), ("use_counters", True)),
     ),
 )
 # A pretrained streamer embedding (ContentCTR 3.1 takes E_u from a pretrained ID model): the content
