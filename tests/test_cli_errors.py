@@ -53,6 +53,7 @@ USAGE = [
     (["extract", "empty", "--out", "o", "--preset", "nope"], 2, ["nope", "encoder preset"]),
     (["extract", "empty", "--out", "o", "--vision-checkpoint", "no.pth"], 2, ["no.pth"]),
     (["extract", "empty", "--out", "o", "--batch-size", "0"], 2, ["--batch-size"]),
+    (["extract", "empty", "--out", "o", "--device", "tpu"], 2, ["--device", "tpu", "cuda:N"]),
     (["train", "content", "--data", "missing", "--out", "o", "--set", "epochs=abc"], 2, ["epochs", "integer"]),
     (["train", "content", "--data", "missing", "--out", "o", "--set", "optim.lr=fast"], 2, ["optim.lr", "number"]),
     (["train", "content", "--data", "missing", "--out", "o", "--set", "no_such=1"], 2, ["no_such"]),
@@ -120,6 +121,16 @@ def test_a_bad_input_is_one_line_and_an_exit_status(argv, status, words, where, 
         assert word in last, (word, err)
     if argv[0] in ("world", "train", "compare", "ab", "replay", "export", "demo") and status == 2:
         assert not (where / "o").exists(), "a usage error made the output directory"
+
+
+def test_extract_on_cuda_without_a_gpu_is_one_line(where, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: --device cuda is valid here")
+    status, err = _run(["extract", "empty", "--out", "o", "--device", "cuda"], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "--device cuda" in err and "no CUDA device" in err
 
 
 def test_every_subcommand_is_covered():

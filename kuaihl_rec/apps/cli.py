@@ -90,6 +90,7 @@ def _add_data_commands(sub) -> None:
     )
     p.add_argument("--text-model", default="minilm", help="'minilm' (packaged) or a local transformers directory")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_extract)
 
 

@@ -118,6 +118,19 @@ def cmd_klive(args: argparse.Namespace) -> int:
 # extract
 
 
+def _extract_device(device: str) -> str:
+    """``--device`` of ``kuaihl extract``: ``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu" and not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise UsageError(f"--device: expected auto, cpu, cuda or cuda:N, got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: torch sees no CUDA device here (use --device cpu or auto)")
+    return device
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     """``kuaihl extract``: raw frames + ASR + comments -> visual / text feature columns."""
     # lazy: each command imports only what it runs (kuaihl --help must not load torch)
@@ -139,6 +152,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         text_model=args.text_model,
         batch_size=args.batch_size,
         progress=not args.quiet,
+        device=_extract_device(args.device),
     )
     print(json.dumps(summary, indent=2, default=str))
     return 0
