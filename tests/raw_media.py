@@ -125,3 +125,9 @@ def make_raw_media(
         return write_segment_table(table, root, sizes)
     atomic_write_parquet(root / "raw.parquet", table)
     return root / "raw.parquet"
+
+
+#: A raw-media synthetic world small enough for a test (``load_world_config("tiny_media", **SMALL_MEDIA_WORLD)``)
+#: and a content network small enough to train on it in seconds (``content_e2e`` tests).
+SMALL_MEDIA_WORLD = dict(n_streamers=3, n_rooms=4, segments_per_room=10.0, min_segments_per_room=8)
+SMALL_NET = dict(d=16, n_heads=2, d_head=8, n_perceiver_layers=1, n_decoder_layers=1)

@@ -27,8 +27,7 @@ from kuaihl_rec.model import create_model  # noqa: E402
 from kuaihl_rec.model.content_e2e import load_media_bank  # noqa: E402
 from kuaihl_rec.model.media_bank import decoded_frame_bytes  # noqa: E402
 
-SMALL_WORLD = dict(n_streamers=3, n_rooms=4, segments_per_room=10.0, min_segments_per_room=8)
-NET = dict(d=16, n_heads=2, d_head=8, n_perceiver_layers=1, n_decoder_layers=1)
+from raw_media import SMALL_MEDIA_WORLD as SMALL_WORLD, SMALL_NET as NET  # noqa: E402
 
 
 @pytest.fixture(scope="module")
