@@ -32,6 +32,8 @@ TOL = 1e-5
 CONFIGS = {
     "paper": {},  # the papers' inputs and loss
     "engagement": {"loss": "point", "model": {"overrides": {"use_counters": True, "engagement_skip": True}}},
+    # ours (README): engagement token, pointwise loss, id dropout into the unknown streamer row
+    "ours": {"loss": "point", "model": {"overrides": {"use_counters": True, "id_dropout": 0.2}}},
 }
 
 
