@@ -220,22 +220,21 @@ def _stages(entries: Sequence[Entry]) -> List[List[Entry]]:
     return [stage for stage in (first, [e for e in entries if _source_rows(e)]) if stage]
 
 
+def _map_override_values(entry: Entry, value_of) -> Entry:
+    """``entry`` with each override value v replaced by ``value_of(v)`` (the same entry when nothing changes)."""
+    overrides = tuple((k, value_of(v)) for k, v in entry.overrides)
+    return entry if overrides == entry.overrides else dataclasses.replace(entry, overrides=overrides)
+
+
 def _with_source_runs(entry: Entry, seed: int, run_of) -> Entry:
     """``entry`` with each ``"@row"`` override replaced by the path of ``run_of(row)`` (a finished run)."""
-    if not _source_rows(entry):
-        return entry
-    overrides = tuple(
-        (k, str(run_of(v[1:])) if isinstance(v, str) and v.startswith("@") else v) for k, v in entry.overrides
-    )
-    return dataclasses.replace(entry, overrides=overrides)
+    return _map_override_values(
+        entry, lambda v: str(run_of(v[1:])) if isinstance(v, str) and v.startswith("@") else v)
 
 
 def _with_world_dir(entry: Entry, data_dir: Path) -> Entry:
     """``entry`` with each :data:`WORLD_DIR` override value replaced by ``data_dir`` (e.g. ``model.media``)."""
-    if not any(v == WORLD_DIR for _, v in entry.overrides):
-        return entry
-    overrides = tuple((k, str(data_dir) if v == WORLD_DIR else v) for k, v in entry.overrides)
-    return dataclasses.replace(entry, overrides=overrides)
+    return _map_override_values(entry, lambda v: str(data_dir) if v == WORLD_DIR else v)
 
 
 def _train_stage(stage, data_dir, budget, runner, run_path, resolve, bar, search, best, per_entry) -> None:
